@@ -1,0 +1,10 @@
+"""Involution operator and RedNet backbones (CVPR 2021), importable with torch alone.
+
+OpenMMLab registrations live in `involution_ops.mmdet` / `involution_ops.mmseg`
+and are loaded by configs through `custom_imports`; CuPy is imported only when
+a CUDA tensor reaches the operator.
+"""
+from .ops import involution, involution_reference
+
+__all__ = ["involution", "involution_reference"]
+__version__ = "0.1.0"
