@@ -1,0 +1,132 @@
+"""Loading files users download, without executing what a pickle asks for.
+
+* PyTorch / OpenMMLab checkpoints: ``torch.load(weights_only=True)`` with a short
+  allow-list of the non-tensor classes such checkpoints really hold (numpy arrays,
+  dtypes and scalars; mmengine's ``HistoryBuffer`` in the message hub of a run).
+* PaddleClas ``.pdparams``: a plain pickle of numpy arrays, read by an unpickler
+  that admits arrays and containers only, so Paddle need not be installed.
+
+Anything else in a file stops the load with :class:`UnsafeFileError`, naming the
+file and the forbidden global.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["UnsafeFileError", "checkpoint_safe_globals", "allowed_checkpoint_globals", "load_torch_file", "load_pdparams"]
+
+
+class UnsafeFileError(ValueError):
+    """A file holds something other than tensors, arrays and plain containers."""
+
+
+def _numpy_globals() -> list[tuple[Callable, str]]:
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    found: list[tuple[Callable, str]] = []
+    # numpy 1.x files name numpy.core.*, numpy 2.x files numpy._core.*: admit both spellings.
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        found.append((multiarray._reconstruct, f"{module}._reconstruct"))
+        found.append((multiarray.scalar, f"{module}.scalar"))
+    found.append((np.ndarray, "numpy.ndarray"))
+    found.append((np.dtype, "numpy.dtype"))
+    for dtype_class in {type(np.dtype(t)) for t in ("b1", "u1", "i1", "i2", "i4", "i8", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16", "U", "S", "O")}:
+        found.append((dtype_class, f"{dtype_class.__module__}.{dtype_class.__qualname__}"))
+    return found
+
+
+def _mmengine_globals() -> list[tuple[Callable, str]]:
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+    except ImportError:
+        return []
+    return [(HistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")]
+
+
+def allowed_checkpoint_globals() -> list[tuple[Callable, str]]:
+    """The classes a weights-only load of a checkpoint may instantiate besides tensors."""
+    return _numpy_globals() + _mmengine_globals()
+
+
+@contextlib.contextmanager
+def checkpoint_safe_globals() -> Iterator[None]:
+    """Within this block, weights-only loads also admit :func:`allowed_checkpoint_globals`."""
+    with torch.serialization.safe_globals(allowed_checkpoint_globals()):
+        yield
+
+
+def _explain(path: os.PathLike | str | None, error: Exception) -> UnsafeFileError:
+    where = f"'{path}'" if path is not None else "the checkpoint"
+    return UnsafeFileError(
+        f"refused to load {where}: it holds Python objects outside the allow-list of tensors, "
+        f"numpy arrays and mmengine's HistoryBuffer ({error}). If the file is a model checkpoint, "
+        "load it on a machine you trust and re-save only its state_dict, or convert it with "
+        "scripts/convert_checkpoint.py."
+    )
+
+
+def load_torch_file(path: os.PathLike | str | io.BytesIO, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with the checkpoint allow-list."""
+    if not isinstance(path, io.IOBase) and not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist; check the path (or the PRETRAINED/CKPT variable)")
+    try:
+        with checkpoint_safe_globals():
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise _explain(None if isinstance(path, io.IOBase) else path, error) from None
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeFileError(f"unexpected _codecs.encode({type(text).__name__}, {encoding!r}) in a .pdparams file")
+    return text.encode("latin1")
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BufferedIOBase, path: str):
+        super().__init__(file)
+        self._path = path
+        self._allowed = {name: obj for obj, name in _numpy_globals()}
+        self._allowed["collections.OrderedDict"] = collections.OrderedDict
+        # Protocol-2 pickles spell array bytes as _codecs.encode(text, "latin1").
+        self._allowed["_codecs.encode"] = _latin1_bytes
+
+    def find_class(self, module: str, name: str) -> Any:
+        qualified = f"{module}.{name}"
+        if qualified not in self._allowed:
+            raise UnsafeFileError(
+                f"refused to load '{self._path}': it asks for the global '{qualified}', but a "
+                ".pdparams file may hold only numpy arrays in dicts and lists. Is it really a "
+                "PaddleClas parameter file?"
+            )
+        return self._allowed[qualified]
+
+
+def load_pdparams(path: os.PathLike | str) -> dict[str, Any]:
+    """Read a PaddleClas ``.pdparams`` file into ``{name: numpy array}`` without Paddle."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PaddleClas parameter file '{path}' does not exist")
+    with open(path, "rb") as file:
+        try:
+            state = _ArraysOnlyUnpickler(file, path).load()
+        except UnsafeFileError:
+            raise
+        except Exception as error:  # truncated or not a pickle at all
+            raise ValueError(f"'{path}' is not a readable .pdparams pickle ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"'{path}' holds a {type(state).__name__}, expected a dict of parameter arrays")
+    # Paddle stores a name map next to the arrays; it is not a parameter.
+    state.pop("StructuredToParameterName@@", None)
+    return state
