@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsafeFileError", "checkpoint_safe_globals", "allowed_checkpoint_globals", "load_torch_file", "load_pdparams"]
+__all__ = ["UnsafeFileError", "explain_refusal", "checkpoint_safe_globals", "allowed_checkpoint_globals", "load_torch_file", "load_pdparams"]
 
 
 class UnsafeFileError(ValueError):
@@ -66,7 +66,7 @@ def checkpoint_safe_globals() -> Iterator[None]:
         yield
 
 
-def _explain(path: os.PathLike | str | None, error: Exception) -> UnsafeFileError:
+def explain_refusal(path: os.PathLike | str | None, error: Exception) -> UnsafeFileError:
     where = f"'{path}'" if path is not None else "the checkpoint"
     return UnsafeFileError(
         f"refused to load {where}: it holds Python objects outside the allow-list of tensors, "
@@ -84,7 +84,7 @@ def load_torch_file(path: os.PathLike | str | io.BytesIO, map_location: Any = "c
         with checkpoint_safe_globals():
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise _explain(None if isinstance(path, io.IOBase) else path, error) from None
+        raise explain_refusal(None if isinstance(path, io.IOBase) else path, error) from None
 
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:

@@ -1,0 +1,93 @@
+# Involution benchmark suite. `make help` lists the targets; the README explains them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PYTHON      ?= python3
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS      ?= mm,test
+PY          := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# Run options, passed to scripts/benchmark.py only when set (see README, "Running benchmarks").
+yes = $(filter 1 true yes,$(1))
+RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
+	$(if $(GPUS),--gpus $(GPUS)) \
+	$(if $(NNODES),--nnodes $(NNODES)) \
+	$(if $(NODE_RANK),--node-rank $(NODE_RANK)) \
+	$(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) \
+	$(if $(MASTER_PORT),--master-port $(MASTER_PORT)) \
+	$(if $(SLURM_PARTITION),--slurm-partition '$(SLURM_PARTITION)') \
+	$(if $(CKPT),--ckpt '$(CKPT)') \
+	$(if $(PRETRAINED),--pretrained '$(PRETRAINED)') \
+	$(if $(WORK_DIR),--work-dir '$(WORK_DIR)') \
+	$(if $(SEED),--seed $(SEED)) \
+	$(if $(call yes,$(DETERMINISTIC)),--deterministic) \
+	$(if $(call yes,$(AMP)),--amp) \
+	$(if $(call yes,$(RESUME)),--resume) \
+	$(if $(call yes,$(BASELINES)),--baselines) \
+	$(if $(CFG_OPTIONS),--cfg-options $(CFG_OPTIONS))
+
+BENCH := $(PY) scripts/benchmark.py
+
+.PHONY: help setup test coco coco-retinanet coco-faster-rcnn coco-mask-rcnn \
+	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench-models gpu-check
+
+help: ## list the targets
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-20s\033[0m %s\n", $$1, $$2}'
+
+setup: ## create .venv and install torch, mmcv (built once, cached) and the pinned stack
+	@VENV='$(VENV)' PYTHON='$(PYTHON)' TORCH_SPEC='$(TORCH_SPEC)' TORCH_INDEX='$(TORCH_INDEX)' \
+		EXTRAS='$(EXTRAS)' bash scripts/setup_env.sh
+
+test: setup ## run the whole test suite (what CI runs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+coco-retinanet: setup ## train + evaluate RetinaNet RedNet-50 (conv and involution neck), then update tables
+	$(BENCH) coco retinanet $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+coco-faster-rcnn: setup ## train + evaluate the three Faster R-CNN RedNet-50 variants, then update tables
+	$(BENCH) coco faster_rcnn $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+coco-mask-rcnn: setup ## train + evaluate the three Mask R-CNN RedNet-50 variants, then update tables
+	$(BENCH) coco mask_rcnn $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+coco: setup ## all eight COCO detectors of the paper
+	$(BENCH) coco all $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+cityscapes-fpn: setup ## train + evaluate FPN RedNet-50 (conv and involution neck) on Cityscapes
+	$(BENCH) cityscapes fpn $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+cityscapes-upernet: setup ## train + evaluate UPerNet RedNet-50 on Cityscapes
+	$(BENCH) cityscapes upernet $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+cityscapes: setup ## all three Cityscapes segmentors of the paper
+	$(BENCH) cityscapes all $(RUN_OPTS)
+	@$(MAKE) --no-print-directory tables
+
+flops: setup ## parameters and FLOPs of every paper model, in the paper's convention and in full
+	$(PY) scripts/get_flops.py --out results/complexity.json --table results/complexity.md
+
+tables: setup ## results/README.md and plots from results/runs/*.json and results/complexity.json
+	$(PY) scripts/make_tables.py --runs results/runs --complexity results/complexity.json \
+		--paper results/paper.yaml --out results/README.md --plot results/complexity.png
+
+toy-data: setup ## generate the built-in COCO and Cityscapes-layout toy datasets in data/toy
+	$(PY) scripts/make_toy_data.py --out data/toy
+
+bench-op: setup ## operator speed and memory of each backend next to the unfold formula
+	$(PY) scripts/bench_op.py
+
+bench-models: setup ## RetinaNet RedNet-50 vs ResNet-50 speed and memory at 800x1333
+	$(PY) scripts/bench_models.py
+
+gpu-check: ## on a CUDA machine: CUDA kernels against the reference in every dtype, then bench-op
+	bash scripts/gpu_check.sh

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Creates the virtual environment and installs the suite into it. Idempotent: a
+# second run with nothing changed only checks a stamp and returns in seconds.
+#
+# Environment (the Makefile passes its variables of the same names):
+#   VENV          where the environment lives                      (.venv)
+#   PYTHON        interpreter that creates it                      (python3)
+#   TORCH_SPEC    pip requirement for torch                        (torch==2.13.0)
+#   TORCH_INDEX   extra index for torch, e.g. a CUDA wheel index   (none)
+#   EXTRAS        extras of involution_ops to install              (mm,test)
+#   WHEEL_CACHE   where the mmcv wheel built from source is kept   (~/.cache/involution_ops/wheels)
+set -euo pipefail
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+TORCH_INDEX=${TORCH_INDEX:-}
+EXTRAS=${EXTRAS:-mm,test}
+WHEEL_CACHE=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/involution_ops/wheels}
+MMCV_VERSION=2.1.0
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+cd "$(dirname "$0")/.."
+stamp_file="$VENV/.involution_ops-setup"
+stamp=$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)-"$TORCH_SPEC"-"$TORCH_INDEX"-"$EXTRAS"
+if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" && -x "$VENV/bin/python" ]]; then
+    say "environment $VENV is up to date (delete $stamp_file to force a reinstall)"
+    exit 0
+fi
+
+command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install Python >= 3.10 or pass PYTHON=/path/to/python3"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "$("$PYTHON" --version) is too old: the suite needs Python >= 3.10 (pass PYTHON=...)"
+if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+# mmcv 2.1.0's setup.py and mmengine's `mmdet::` config inheritance import
+# pkg_resources, which setuptools 81 removed; torch 2.13 needs setuptools >= 77.
+say "installing build tools"
+"${pip[@]}" install -q "setuptools>=77,<81" wheel ninja numpy
+
+say "installing $TORCH_SPEC${TORCH_INDEX:+ from $TORCH_INDEX}"
+"${pip[@]}" install -q "$TORCH_SPEC" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}
+
+find_links=()
+if [[ ",$EXTRAS," == *,mm,* ]]; then
+    # mmcv publishes no wheel for current torch on PyPI: build it once per torch
+    # (and CUDA) version, against the installed torch, and keep the wheel.
+    read -r torch_tag with_cuda < <("$VENV/bin/python" -c \
+        'import torch; print(torch.__version__, int(torch.cuda.is_available()))')
+    py_tag=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+    cache_dir="$WHEEL_CACHE/mmcv-$MMCV_VERSION-torch-$torch_tag-$py_tag$([[ $with_cuda == 1 ]] && echo -cuda)"
+    if ! compgen -G "$cache_dir/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
+        say "building mmcv $MMCV_VERSION from source for torch $torch_tag (once per machine; ~10 min on 2 cores)"
+        build_dir=$(mktemp -d)
+        trap 'rm -rf "$build_dir"' EXIT
+        "${pip[@]}" download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$build_dir/src"
+        MMCV_WITH_OPS=1 FORCE_CUDA=$with_cuda MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+            "${pip[@]}" wheel --no-build-isolation --no-deps -w "$build_dir/wheel" "$build_dir"/src/mmcv-*.tar.gz \
+            > "$build_dir/build.log" 2>&1 \
+            || { tail -n 40 "$build_dir/build.log" >&2; die "building mmcv failed (log above)"; }
+        mkdir -p "$cache_dir"
+        mv "$build_dir"/wheel/mmcv-*.whl "$cache_dir/"
+        say "cached the mmcv wheel in $cache_dir"
+    else
+        say "using the cached mmcv wheel in $cache_dir"
+    fi
+    find_links=(--find-links "$cache_dir")
+fi
+
+say "installing involution_ops[$EXTRAS] with pinned versions"
+"${pip[@]}" install -q "${find_links[@]}" -e ".[$EXTRAS]"
+
+echo "$stamp" > "$stamp_file"
+say "done: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"
