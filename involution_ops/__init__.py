@@ -4,7 +4,9 @@ OpenMMLab registrations live in `involution_ops.mmdet` / `involution_ops.mmseg`
 and are loaded by configs through `custom_imports`; CuPy is imported only when
 a CUDA tensor reaches the operator.
 """
+from .modules import Involution
 from .ops import involution, involution_reference
+from .rednet import RedNet
 
-__all__ = ["involution", "involution_reference"]
+__all__ = ["Involution", "RedNet", "involution", "involution_reference"]
 __version__ = "0.1.0"
