@@ -1,11 +1,327 @@
-"""TEMPORARY stub: the operator issue replaces this with validation, torch.library
-registration and backend dispatch. Public signature is fixed."""
+"""The public `involution` function: validation, the one dispatch point and the
+`torch.library` registration that makes compile / fx / jit / FlopCounterMode see
+a single `involution_ops::involution` op.
+
+Backends: `reference` (plain PyTorch, any device), `cpu` (compiled C++ kernel),
+`cuda` (CuPy kernels). Selection order: the `backend=` argument, then the
+INVOLUTION_BACKEND environment variable, then the tensors' device.
+"""
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
-from .reference import involution_reference
+from . import reference
+
+BACKENDS = ("reference", "cpu", "cuda")
+ENV_VAR = "INVOLUTION_BACKEND"
+_AUTO = "auto"
+
+IntOrPair = int | tuple[int, int] | Sequence[int]
 
 
-def involution(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1, backend: str | None = None) -> torch.Tensor:
-    return involution_reference(x, weight, stride, padding, dilation)
+def _int_pair(name: str, value: IntOrPair, minimum: int) -> tuple[int, int]:
+    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+        pair = (value, value)
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in value)
+    ):
+        pair = (value[0], value[1])
+    else:
+        raise TypeError(f"involution: {name} must be an int or a pair of ints (h, w), got {value!r}")
+    if pair[0] < minimum or pair[1] < minimum:
+        raise ValueError(f"involution: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def output_size(
+    input_size: tuple[int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
+    """(Ho, Wo) = floor((H + 2p - d*(K-1) - 1) / s) + 1 per dimension, as in conv2d."""
+    return tuple(  # type: ignore[return-value]
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(input_size, kernel_size, stride, padding, dilation)
+    )
+
+
+def _validate(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) -> None:
+    for name, tensor in (("x", x), ("weight", weight)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"involution: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if not tensor.is_floating_point():
+            raise TypeError(f"involution: {name} must be a floating-point tensor, got dtype {tensor.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"involution: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if weight.dim() != 6:
+        raise ValueError(
+            f"involution: weight must be 6-D (N, G, KH, KW, Ho, Wo), got shape {tuple(weight.shape)}"
+        )
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"involution: x and weight must have the same dtype, got x {x.dtype} and weight {weight.dtype}; "
+            "cast one of them (or run under torch.autocast)"
+        )
+    if x.device != weight.device:
+        raise ValueError(
+            f"involution: x and weight must be on the same device, got x on {x.device} and weight on {weight.device}"
+        )
+    n, c, h, w = x.shape
+    wn, groups, kh, kw, who, wwo = weight.shape
+    if wn != n:
+        raise ValueError(
+            f"involution: weight batch size must equal x's: x {tuple(x.shape)} needs weight ({n}, G, KH, KW, Ho, Wo), "
+            f"got {tuple(weight.shape)}"
+        )
+    if groups < 1 or c % groups != 0:
+        raise ValueError(
+            f"involution: the number of groups G = weight.shape[1] = {groups} must divide the channels "
+            f"C = x.shape[1] = {c} (x {tuple(x.shape)}, weight {tuple(weight.shape)})"
+        )
+    if kh < 1 or kw < 1:
+        raise ValueError(f"involution: kernel size (KH, KW) = ({kh}, {kw}) must be >= 1 (weight {tuple(weight.shape)})")
+    ho, wo = output_size((h, w), (kh, kw), stride, padding, dilation)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"involution: input {h}x{w} is too small for kernel {kh}x{kw} with stride {stride}, padding {padding}, "
+            f"dilation {dilation}: output would be {ho}x{wo}; Ho = floor((H + 2p - d*(K-1) - 1) / s) + 1 must be >= 1"
+        )
+    if (who, wwo) != (ho, wo):
+        raise ValueError(
+            f"involution: weight spatial size must equal the output size: x {tuple(x.shape)} with kernel {kh}x{kw}, "
+            f"stride {stride}, padding {padding}, dilation {dilation} gives (Ho, Wo) = ({ho}, {wo}) "
+            f"[Ho = floor((H + 2p - d*(K-1) - 1) / s) + 1], so weight must be ({n}, {groups}, {kh}, {kw}, {ho}, {wo}), "
+            f"got {tuple(weight.shape)}"
+        )
+
+
+def _requested_backend(backend: str | None, device: torch.device) -> str:
+    source = "backend="
+    if backend is None:
+        backend = os.environ.get(ENV_VAR) or None
+        source = f"{ENV_VAR}="
+    if backend is None:
+        return _AUTO
+    if backend not in BACKENDS:
+        raise ValueError(f"involution: {source}{backend!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+    if backend in ("cpu", "cuda") and device.type != backend:
+        raise ValueError(
+            f"involution: {source}{backend!r} needs {backend} tensors, got tensors on {device}; "
+            f"move them or use backend='reference'"
+        )
+    return backend
+
+
+def involution(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """out[n, c, i, j] = sum_{u,v} weight[n, c // (C/G), u, v, i, j] * x[n, c, i*s + u*d - p, j*s + v*d - p].
+
+    x: (N, C, H, W); weight: (N, G, KH, KW, Ho, Wo); zero padding outside the image.
+    `backend` (or INVOLUTION_BACKEND) forces one of "reference", "cpu", "cuda".
+    """
+    stride = _int_pair("stride", stride, 1)
+    padding = _int_pair("padding", padding, 0)
+    dilation = _int_pair("dilation", dilation, 1)
+    _validate(x, weight, stride, padding, dilation)
+    chosen = _requested_backend(backend, x.device)
+    return torch.ops.involution_ops.involution(x, weight, list(stride), list(padding), list(dilation), chosen)
+
+
+# --------------------------------------------------------------------------- backends
+
+class _ReferenceBackend:
+    """Adapter giving the reference the kernel-backend interface."""
+
+    @staticmethod
+    def forward(x, weight, stride, padding, dilation):
+        return reference.involution_reference(x, weight, stride, padding, dilation)
+
+    @staticmethod
+    def backward_input(grad_out, weight, input_size, stride, padding, dilation):
+        return reference.involution_reference_backward_input(grad_out, weight, input_size, stride, padding, dilation)
+
+    @staticmethod
+    def backward_weight(grad_out, x, kernel_size, groups, stride, padding, dilation):
+        return reference.involution_reference_backward_weight(
+            grad_out, x, kernel_size, groups, stride, padding, dilation
+        )
+
+
+_warned_fallback: set[str] = set()
+
+
+def _fallback(kind: str, reason: str):
+    if kind not in _warned_fallback:
+        _warned_fallback.add(kind)
+        warnings.warn(
+            f"involution: the {kind} kernel is unavailable ({reason}); using the slower reference implementation",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _ReferenceBackend
+
+
+def _implementation(backend: str, device: torch.device) -> ModuleType | type:
+    if backend == "reference":
+        return _ReferenceBackend
+    if backend == "cpu" or (backend == _AUTO and device.type == "cpu"):
+        from . import cpu
+
+        if backend == _AUTO:
+            error = cpu.load_error()
+            return cpu if error is None else _fallback("cpu", error)
+        cpu.load()
+        return cpu
+    if backend == "cuda" or (backend == _AUTO and device.type == "cuda"):
+        from . import cuda
+
+        if backend == _AUTO:
+            error = cuda.load_error()
+            return cuda if error is None else _fallback("cuda", error)
+        cuda.load()
+        return cuda
+    return _ReferenceBackend
+
+
+# --------------------------------------------------------------------------- torch.library
+
+@torch.library.custom_op("involution_ops::involution", mutates_args=())
+def _involution_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    backend: str,
+) -> torch.Tensor:
+    impl = _implementation(backend, x.device)
+    return impl.forward(x, weight, tuple(stride), tuple(padding), tuple(dilation)).contiguous()
+
+
+@torch.library.custom_op("involution_ops::involution_backward_input", mutates_args=())
+def _backward_input_op(
+    grad_out: torch.Tensor,
+    weight: torch.Tensor,
+    input_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    backend: str,
+) -> torch.Tensor:
+    impl = _implementation(backend, grad_out.device)
+    result = impl.backward_input(grad_out, weight, tuple(input_size), tuple(stride), tuple(padding), tuple(dilation))
+    return result.contiguous()
+
+
+@torch.library.custom_op("involution_ops::involution_backward_weight", mutates_args=())
+def _backward_weight_op(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    kernel_size: Sequence[int],
+    groups: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    backend: str,
+) -> torch.Tensor:
+    impl = _implementation(backend, grad_out.device)
+    result = impl.backward_weight(
+        grad_out, x, tuple(kernel_size), groups, tuple(stride), tuple(padding), tuple(dilation)
+    )
+    return result.contiguous()
+
+
+@_involution_op.register_fake
+def _(x, weight, stride, padding, dilation, backend):
+    n, c = x.shape[:2]
+    ho, wo = weight.shape[-2:]
+    return x.new_empty((n, c, ho, wo))
+
+
+@_backward_input_op.register_fake
+def _(grad_out, weight, input_size, stride, padding, dilation, backend):
+    n, c = grad_out.shape[:2]
+    return grad_out.new_empty((n, c, input_size[0], input_size[1]))
+
+
+@_backward_weight_op.register_fake
+def _(grad_out, x, kernel_size, groups, stride, padding, dilation, backend):
+    n, _, ho, wo = grad_out.shape
+    return grad_out.new_empty((n, groups, kernel_size[0], kernel_size[1], ho, wo))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, stride, padding, dilation, backend = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.params = (list(stride), list(padding), list(dilation), backend)
+
+
+def _backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    stride, padding, dilation, backend = ctx.params
+    grad_x = grad_weight = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _backward_input_op(grad_out, weight, list(x.shape[-2:]), stride, padding, dilation, backend)
+    if ctx.needs_input_grad[1]:
+        grad_weight = _backward_weight_op(
+            grad_out, x, list(weight.shape[2:4]), weight.shape[1], stride, padding, dilation, backend
+        )
+    return grad_x, grad_weight, None, None, None, None
+
+
+_involution_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _register_autocast(device_type: str) -> None:
+    """Run natively in the autocast dtype (fp16/bf16) instead of autocast's fixed-dtype helper."""
+    dispatch_key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+
+    def kernel(x, weight, stride, padding, dilation, backend):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            if x.device.type == device_type:
+                x, weight = x.to(dtype), weight.to(dtype)
+            return _involution_op(x, weight, stride, padding, dilation, backend)
+
+    _autocast_lib.impl("involution", kernel, dispatch_key)
+
+
+_autocast_lib = torch.library.Library("involution_ops", "FRAGMENT")
+for _device_type in ("cpu", "cuda"):
+    _register_autocast(_device_type)
+
+
+def _involution_macs(out_shape: Sequence[int], kernel_shape: Sequence[int]) -> int:
+    n, c, ho, wo = out_shape
+    return n * c * kernel_shape[0] * kernel_shape[1] * ho * wo
+
+
+@register_flop_formula(torch.ops.involution_ops.involution)
+def _forward_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _involution_macs((*x_shape[:2], *weight_shape[-2:]), weight_shape[2:4])
+
+
+@register_flop_formula(torch.ops.involution_ops.involution_backward_input)
+def _backward_input_flops(grad_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _involution_macs(grad_shape, weight_shape[2:4])
+
+
+@register_flop_formula(torch.ops.involution_ops.involution_backward_weight)
+def _backward_weight_flops(grad_shape, x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _involution_macs(grad_shape, kernel_size)
