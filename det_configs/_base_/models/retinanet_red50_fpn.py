@@ -9,6 +9,7 @@ model = dict(
         _delete_=True,
         type='RedNet',
         depth=50,
+        stem_kernel_size=7,  # official det/seg RedNet stem (the ImageNet model has 3)
         num_stages=4,
         out_indices=(0, 1, 2, 3),
         frozen_stages=1,
