@@ -1,0 +1,12 @@
+# Faster R-CNN, RedNet-50, convolution FPN and heads: paper 31.6 M, 177.9 GFLOPs, 39.5 box AP.
+_base_ = [
+    './_base_/models/faster_rcnn_red50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    './_base_/schedule_1x_paper.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+# ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
+# `make ... PRETRAINED=path` points it elsewhere.
+model = dict(backbone=dict(
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))

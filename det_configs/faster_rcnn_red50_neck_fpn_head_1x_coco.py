@@ -1,0 +1,15 @@
+# Faster R-CNN, RedNet-50, involution FPN and RPN head: paper 29.0 M, 91.5 GFLOPs, 39.2 box AP.
+_base_ = [
+    './_base_/models/faster_rcnn_red50_neck_fpn_head.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    './_base_/schedule_1x_paper.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+# ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
+# `make ... PRETRAINED=path` points it elsewhere.
+model = dict(backbone=dict(
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
+
+# Gradient clipping as in the official config of this row (max_norm 5).
+optim_wrapper = dict(clip_grad=dict(max_norm=5, norm_type=2))

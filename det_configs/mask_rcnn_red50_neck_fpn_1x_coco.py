@@ -1,0 +1,12 @@
+# Mask R-CNN, RedNet-50, involution FPN: paper 32.2 M, 181.3 GFLOPs, 40.8 box / 36.4 mask AP.
+_base_ = [
+    './_base_/models/mask_rcnn_red50_neck_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    './_base_/schedule_1x_paper.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+# ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
+# `make ... PRETRAINED=path` points it elsewhere.
+model = dict(backbone=dict(
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))

@@ -1,0 +1,14 @@
+# RetinaNet, RedNet-50, convolution FPN: paper 27.8 M params, 210.1 GFLOPs, 38.2 box AP.
+_base_ = [
+    './_base_/models/retinanet_red50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    './_base_/schedule_1x_paper.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+# ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
+# `make ... PRETRAINED=path` points it elsewhere.
+model = dict(backbone=dict(
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
+
+optim_wrapper = dict(optimizer=dict(lr=0.01))

@@ -1,0 +1,15 @@
+# RetinaNet, RedNet-50, involution FPN: paper 26.3 M params, 199.9 GFLOPs, 38.2 box AP.
+_base_ = [
+    './_base_/models/retinanet_red50_neck_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    './_base_/schedule_1x_paper.py',
+    'mmdet::_base_/default_runtime.py',
+]
+
+# ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
+# `make ... PRETRAINED=path` points it elsewhere.
+model = dict(backbone=dict(
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
+
+# Gradient clipping as in the official config of this row (max_norm 40).
+optim_wrapper = dict(optimizer=dict(lr=0.01), clip_grad=dict(max_norm=40, norm_type=2))

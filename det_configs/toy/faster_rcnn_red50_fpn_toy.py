@@ -1,0 +1,16 @@
+# Toy variant of faster_rcnn_red50_fpn_1x_coco.py: the same model on the built-in toy COCO data
+# (det_configs/toy/_base_/toy_coco.py), trained for 80 iterations on a CPU.
+_base_ = ['../faster_rcnn_red50_fpn_1x_coco.py', './_base_/toy_coco.py']
+
+model = dict(
+    backbone={{_base_.toy_backbone}},
+    roi_head=dict(bbox_head=dict(num_classes={{_base_.toy_num_classes}})))
+train_dataloader = {{_base_.toy_train_dataloader_bbox}}
+val_dataloader = {{_base_.toy_val_dataloader}}
+test_dataloader = {{_base_.toy_val_dataloader}}
+val_evaluator = {{_base_.toy_val_evaluator}}
+test_evaluator = {{_base_.toy_val_evaluator}}
+train_cfg = {{_base_.toy_train_cfg}}
+param_scheduler = {{_base_.toy_param_scheduler}}
+default_hooks = {{_base_.toy_default_hooks}}
+log_processor = {{_base_.toy_log_processor}}

@@ -1,0 +1,419 @@
+#!/usr/bin/env python
+"""Train and evaluate the paper's models of one suite, as the `make coco-*` / `cityscapes-*` targets do.
+
+    python scripts/benchmark.py coco retinanet                  # built-in toy data if data/coco is absent
+    python scripts/benchmark.py coco all --data /datasets/coco --gpus 8
+    python scripts/benchmark.py cityscapes fpn --ckpt work_dirs/.../iter_80000.pth
+
+Every check on data and weights runs before the first training starts. Each run gets its own
+folder `<work-dir>/<suite>/<config name>/<timestamp>` and leaves a record in results/runs/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+import make_toy_data  # noqa: E402
+from train import backbone_init_checkpoints, latest_resumable, REMOTE_PREFIXES, set_data_root  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Suite:
+    config_dir: str
+    schedule_suffix: str  # official stem = <model> + suffix; the toy variant is toy/<model>_toy.py
+    default_data: str
+    groups: dict[str, list[str]]
+    baselines: dict[str, list[str]]
+
+
+SUITES = {
+    "coco": Suite(
+        "det_configs", "_1x_coco", "data/coco",
+        groups={
+            "retinanet": ["retinanet_red50_fpn", "retinanet_red50_neck_fpn"],
+            "faster_rcnn": ["faster_rcnn_red50_fpn", "faster_rcnn_red50_neck_fpn", "faster_rcnn_red50_neck_fpn_head"],
+            "mask_rcnn": ["mask_rcnn_red50_fpn", "mask_rcnn_red50_neck_fpn", "mask_rcnn_red50_neck_fpn_head"],
+        },
+        baselines={"retinanet": ["retinanet_r50_fpn"], "faster_rcnn": ["faster_rcnn_r50_fpn"],
+                   "mask_rcnn": ["mask_rcnn_r50_fpn"]}),
+    "cityscapes": Suite(
+        "seg_configs", "_512x1024_80k_cityscapes", "data/cityscapes",
+        groups={"fpn": ["fpn_red50", "fpn_red50_neck"], "upernet": ["upernet_red50"]},
+        baselines={"fpn": ["fpn_r50"], "upernet": ["upernet_r50"]}),
+}
+CONVERT_HINT = ("convert the PaddleClas RedNet-50 ImageNet weights once with "
+                "`python scripts/convert_checkpoint.py <RedNet50_pretrained.pdparams> {path}`, "
+                "or point PRETRAINED=/path/to/rednet50.pth at weights you have")
+
+
+class PreflightError(RuntimeError):
+    """A problem found before any training starts; the message names the path and the fix."""
+
+
+@dataclass
+class Job:
+    name: str  # official config stem, used in records, tables and work dirs
+    config: Path  # file actually run (the toy variant on toy data)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("group", help="coco: retinanet | faster_rcnn | mask_rcnn | all; "
+                                      "cityscapes: fpn | upernet | all")
+    parser.add_argument("--data", help="dataset root (default data/coco or data/cityscapes; "
+                                       "absent default -> built-in toy data)")
+    parser.add_argument("--gpus", type=int, default=1, help="processes per node (GPUs; gloo processes on a CPU)")
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--master-addr", default="127.0.0.1")
+    parser.add_argument("--master-port", type=int, default=29500)
+    parser.add_argument("--slurm-partition", help="launch with srun on this partition")
+    parser.add_argument("--ckpt", help="only evaluate this checkpoint (of the group's config it belongs to)")
+    parser.add_argument("--pretrained", help="ImageNet RedNet-50 weights for the backbone")
+    parser.add_argument("--work-dir", default="work_dirs", help="root of the run folders (default work_dirs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (needs a GPU)")
+    parser.add_argument("--resume", action="store_true", help="continue the newest run of each config")
+    parser.add_argument("--baselines", action="store_true", help="also run the ResNet-50 baselines")
+    parser.add_argument("--configs", nargs="+", metavar="NAME",
+                        help="run only these configs of the group (official names, e.g. retinanet_red50_fpn_1x_coco)")
+    parser.add_argument("--runs-dir", default="results/runs", help=argparse.SUPPRESS)
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    suite = SUITES[args.suite]
+    if args.group != "all" and args.group not in suite.groups:
+        parser.error(f"unknown {args.suite} group {args.group!r}; choose one of {sorted(suite.groups) + ['all']}")
+    if args.ckpt and args.resume:
+        parser.error("--ckpt evaluates a finished checkpoint and --resume continues training: use one")
+    if args.gpus < 1 or args.nnodes < 1:
+        parser.error("--gpus and --nnodes must be at least 1")
+    return args
+
+
+def banner(text: str, loud: bool = False) -> None:
+    rule = "!" * 78 if loud else "=" * 78
+    print(f"\n{rule}\n{text}\n{rule}", flush=True)
+
+
+def select_jobs(args: argparse.Namespace, toy: bool) -> list[Job]:
+    suite = SUITES[args.suite]
+    groups = list(suite.groups) if args.group == "all" else [args.group]
+    models = [m for g in groups for m in suite.groups[g]]
+    if args.baselines:
+        models += [m for g in groups for m in suite.baselines[g]]
+    if args.configs:
+        known = {m + suite.schedule_suffix: m for m in models}
+        unknown = [n for n in args.configs if n not in known]
+        if unknown:
+            raise PreflightError(f"--configs {' '.join(unknown)}: not in this target; choose from {', '.join(known)}")
+        models = [known[n] for n in args.configs]
+    jobs = []
+    for model in models:
+        name = model + suite.schedule_suffix
+        config = REPO / suite.config_dir / ("toy/" + model + "_toy.py" if toy else name + ".py")
+        if not config.is_file():
+            raise PreflightError(f"config {config.relative_to(REPO)} is missing from this checkout")
+        jobs.append(Job(name, config))
+    return jobs
+
+
+def resolve_data(args: argparse.Namespace) -> tuple[Path, str]:
+    """(data root, dataset label). Only the default location may fall back to the toy data."""
+    suite = SUITES[args.suite]
+    if args.data:
+        root = Path(args.data).expanduser()
+        if not root.is_dir():
+            raise PreflightError(f"DATA={args.data}: no such folder. Fix: point DATA at your {args.suite} root, "
+                                 f"or leave DATA unset to use the built-in toy data")
+        return root.resolve(), args.suite
+    default = REPO / suite.default_data
+    if default.is_dir():
+        return default, args.suite
+    banner(f"NO {args.suite.upper()} DATASET AT {suite.default_data}: USING THE BUILT-IN TOY DATASET\n"
+           f"(synthetic shapes from scripts/make_toy_data.py; results are recorded as dataset 'toy' and\n"
+           f" say nothing about {args.suite}. Set DATA=/path/to/{args.suite} for the real benchmark.)", loud=True)
+    return make_toy_data.ensure_toy_data(REPO / "data" / "toy", args.suite).resolve(), "toy"
+
+
+# ---------------------------------------------------------------- pre-flight checks
+
+def _load_json(path: Path, cache: dict) -> dict:
+    if path not in cache:
+        if not path.is_file():
+            raise PreflightError(f"annotation file {path} not found. Fix: put the dataset's annotations there "
+                                 f"(COCO 2017: annotations_trainval2017.zip) or set DATA to the right root")
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise PreflightError(f"annotation file {path} is corrupt (not valid JSON: {error}). "
+                                 f"Fix: download and extract it again") from None
+        missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+        if missing:
+            raise PreflightError(f"annotation file {path} is corrupt: no {', '.join(missing)} list. "
+                                 f"Fix: download and extract it again")
+        cache[path] = data
+    return cache[path]
+
+
+def model_num_classes(model_cfg: Any) -> set[int]:
+    """Every num_classes of the model's heads (the RPN's single objectness class excluded)."""
+    found: set[int] = set()
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, dict):
+            if key != "rpn_head" and isinstance(node.get("num_classes"), int):
+                found.add(node["num_classes"])
+            for child_key, child in node.items():
+                walk(child, child_key)
+        elif isinstance(node, (list, tuple)):
+            for child in node:
+                walk(child, key)
+
+    walk(model_cfg)
+    return found
+
+
+def _dataset_cfgs(cfg: Any) -> list[tuple[str, dict]]:
+    found = []
+    for split in ("train", "val", "test"):
+        loader = cfg.get(f"{split}_dataloader")
+        dataset = loader.get("dataset") if loader else None
+        while dataset is not None and "dataset" in dataset:  # RepeatDataset and friends
+            dataset = dataset["dataset"]
+        if dataset is not None:
+            found.append((split, dataset))
+    return found
+
+
+def check_coco(cfg: Any, cache: dict) -> None:
+    heads = model_num_classes(cfg.model)
+    for split, dataset in _dataset_cfgs(cfg):
+        root = Path(dataset.get("data_root", ""))
+        ann_path = root / dataset["ann_file"]
+        data = _load_json(ann_path, cache)
+        image_dir = root / dataset.get("data_prefix", {}).get("img", "")
+        if not image_dir.is_dir():
+            raise PreflightError(f"image folder {image_dir} for {split} not found. Fix: extract the "
+                                 f"{split} images there (COCO 2017: {image_dir.name}.zip) or set DATA")
+        key = ("images", image_dir, ann_path)
+        if key not in cache:
+            present = set(os.listdir(image_dir))
+            missing = [im["file_name"] for im in data["images"] if im["file_name"] not in present]
+            if missing:
+                raise PreflightError(f"{len(missing)} of {len(data['images'])} images listed in {ann_path} are "
+                                     f"missing from {image_dir} (e.g. {missing[0]}). Fix: extract the complete "
+                                     f"image archive there")
+            cache[key] = True
+        names = [c["name"] for c in data["categories"]]
+        wanted = (dataset.get("metainfo") or {}).get("classes")
+        if wanted:
+            unknown = [c for c in wanted if c not in names]
+            if unknown:
+                raise PreflightError(f"classes {unknown} of the config are not categories of {ann_path} "
+                                     f"({len(names)}: {', '.join(names[:8])}...). Fix: set metainfo.classes "
+                                     f"to names from the annotation file")
+        expected = len(wanted) if wanted else len(names)
+        bad = sorted(n for n in heads if n != expected)
+        if bad:
+            raise PreflightError(f"the model predicts {bad[0]} classes but {ann_path} has {expected} "
+                                 f"{'selected ' if wanted else ''}categories. Fix: set the heads' num_classes "
+                                 f"to {expected} (e.g. --cfg-options model.bbox_head.num_classes={expected}) "
+                                 f"or use the matching dataset")
+
+
+def check_cityscapes(cfg: Any) -> None:
+    heads = model_num_classes(cfg.model)
+    for split, dataset in _dataset_cfgs(cfg):
+        root = Path(dataset.get("data_root", ""))
+        prefix = dataset.get("data_prefix", {})
+        image_dir = root / prefix.get("img_path", "")
+        label_dir = root / prefix.get("seg_map_path", "")
+        img_suffix = dataset.get("img_suffix", "_leftImg8bit.png")
+        seg_suffix = dataset.get("seg_map_suffix", "_gtFine_labelTrainIds.png")
+        for folder, what in ((image_dir, "leftImg8bit images"), (label_dir, "gtFine labels")):
+            if not folder.is_dir():
+                raise PreflightError(f"{what} folder {folder} for {split} not found. Fix: extract "
+                                     f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip under DATA "
+                                     f"or set DATA to the Cityscapes root")
+        images = sorted(image_dir.rglob("*" + img_suffix))
+        if not images:
+            raise PreflightError(f"no *{img_suffix} images in {image_dir}. Fix: extract the Cityscapes images there")
+        missing = [p for p in images
+                   if not (label_dir / p.relative_to(image_dir)).with_name(p.name[:-len(img_suffix)] + seg_suffix).is_file()]
+        if missing:
+            hint = ("Fix: generate them with `python -m cityscapesscripts.preparation.createTrainIdLabelImgs` "
+                    "(CITYSCAPES_DATASET=DATA) or mmseg's tools/dataset_converters/cityscapes.py"
+                    if not any(label_dir.rglob("*" + seg_suffix)) else
+                    "Fix: extract the complete gtFine archive and regenerate the train-id labels")
+            raise PreflightError(f"{len(missing)} of {len(images)} images in {image_dir} have no *{seg_suffix} "
+                                 f"label in {label_dir} (e.g. for {missing[0].name}). {hint}")
+    classes = None
+    for _, dataset in _dataset_cfgs(cfg):
+        classes = (dataset.get("metainfo") or {}).get("classes") or classes
+    expected = len(classes) if classes else 19
+    bad = sorted(n for n in heads if n != expected)
+    if bad:
+        raise PreflightError(f"the model predicts {bad[0]} classes but Cityscapes has {expected} train classes. "
+                             f"Fix: set decode_head.num_classes (and auxiliary_head) to {expected}")
+
+
+def check_pretrained(cfg: Any, args: argparse.Namespace, dataset: str) -> None:
+    if args.pretrained:
+        paths = [args.pretrained]
+    elif dataset == "toy":
+        return  # toy variants train from scratch unless PRETRAINED is given
+    else:
+        paths = backbone_init_checkpoints(cfg.model)
+    for path in paths:
+        if path.startswith(REMOTE_PREFIXES):
+            continue
+        full = Path(path) if Path(path).is_absolute() else REPO / path
+        if not full.is_file() or full.stat().st_size == 0:
+            raise PreflightError(f"pretrained backbone weights {path} not found. Fix: "
+                                 + CONVERT_HINT.format(path=path))
+
+
+def check_amp(args: argparse.Namespace) -> None:
+    if args.amp:
+        import torch
+
+        if not torch.cuda.is_available() and not args.slurm_partition:
+            raise PreflightError("AMP=1 needs a CUDA GPU (mixed precision through AmpOptimWrapper); "
+                                 "this machine has none. Fix: drop AMP=1 on a CPU")
+
+
+def load_config(job: Job, data_root: Path, args: argparse.Namespace) -> Any:
+    from mmengine.config import Config
+
+    try:
+        cfg = Config.fromfile(str(job.config))
+    except Exception as error:  # a config that does not parse or import is a pre-flight failure too
+        raise PreflightError(f"config {job.config.relative_to(REPO)} does not load: {error}") from error
+    set_data_root(cfg, str(data_root))
+    return cfg
+
+
+def match_checkpoint(jobs: list[Job], ckpt: str) -> list[Job]:
+    """The group's configs a checkpoint belongs to: by its path, else by its recorded experiment name."""
+    path = Path(ckpt)
+    if not path.is_file():
+        raise PreflightError(f"CKPT={ckpt}: no such checkpoint file. Fix: give the path of a .pth file "
+                             f"(e.g. work_dirs/<suite>/<config>/<timestamp>/iter_N.pth)")
+    parts = set(path.resolve().parts)
+    hits = [job for job in jobs if job.name in parts or job.config.stem in parts]
+    if not hits:
+        from involution_ops.safe_load import load_torch_file
+
+        experiment = str(load_torch_file(str(path)).get("meta", {}).get("experiment_name", ""))
+        hits = [job for job in jobs if experiment.startswith((job.name + "_", job.config.stem + "_"))]
+    if len(hits) != 1:
+        raise PreflightError(f"CKPT={ckpt} cannot be matched to exactly one config of this target "
+                             f"({', '.join(j.name for j in jobs)}). Fix: keep it under "
+                             f"work_dirs/<suite>/<config name>/ or run the target of its detector")
+    return hits
+
+
+# ---------------------------------------------------------------- launching
+
+def launch_prefix(args: argparse.Namespace, job_name: str) -> tuple[list[str], str]:
+    """(command prefix, launcher) for one process, torchrun, or srun."""
+    if args.slurm_partition:
+        tasks = args.gpus * args.nnodes
+        return (["srun", "-p", args.slurm_partition, f"--job-name={job_name}", f"--gres=gpu:{args.gpus}",
+                 f"--ntasks={tasks}", f"--ntasks-per-node={args.gpus}", f"--nodes={args.nnodes}",
+                 "--kill-on-bad-exit=1", sys.executable, "-u"], "slurm")
+    if args.gpus > 1 or args.nnodes > 1:
+        return ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}",
+                 f"--nnodes={args.nnodes}", f"--node_rank={args.node_rank}",
+                 f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"], "pytorch")
+    return [sys.executable], "none"
+
+
+def job_command(job: Job, args: argparse.Namespace, data_root: Path, dataset: str) -> list[str]:
+    prefix, launcher = launch_prefix(args, job.name)
+    work_root = Path(args.work_dir) / args.suite / job.name
+    common = [str(job.config), "--work-root", str(work_root), "--suite", args.suite, "--name", job.name,
+              "--dataset", dataset, "--data", str(data_root), "--launcher", launcher, "--seed", str(args.seed),
+              "--runs-dir", args.runs_dir]
+    if args.deterministic:
+        common.append("--deterministic")
+    if args.pretrained:
+        common += ["--pretrained", args.pretrained]
+    if args.ckpt:
+        command = [*prefix, str(SCRIPTS / "test.py"), args.ckpt, *common]
+    else:
+        command = [*prefix, str(SCRIPTS / "train.py"), *common]
+        if args.resume:
+            command.append("--resume")
+        if args.amp:
+            command.append("--amp")
+    if args.cfg_options:
+        command += ["--cfg-options", *args.cfg_options]
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if args.slurm_partition and args.nnodes == 1 and args.master_port != 29500:
+        env["MASTER_PORT"] = str(args.master_port)
+    try:
+        check_amp(args)
+        data_root, dataset = resolve_data(args)
+        jobs = select_jobs(args, toy=dataset == "toy")
+        if args.ckpt:
+            jobs = match_checkpoint(jobs, args.ckpt)
+        banner(f"pre-flight checks: {len(jobs)} config(s) on {dataset} data at {data_root}")
+        cache: dict = {}
+        for job in jobs:
+            cfg = load_config(job, data_root, args)
+            if args.suite == "coco":
+                check_coco(cfg, cache)
+            else:
+                check_cityscapes(cfg)
+            if not args.ckpt:
+                check_pretrained(cfg, args, dataset)
+            if args.resume and latest_resumable(Path(args.work_dir) / args.suite / job.name) is None:
+                raise PreflightError(f"RESUME=1 but {Path(args.work_dir) / args.suite / job.name} holds no run "
+                                     f"with a checkpoint. Fix: start it without RESUME=1")
+            print(f"  ok  {job.name}  ({job.config.relative_to(REPO)})", flush=True)
+    except PreflightError as error:
+        print(f"\nerror: {error}", file=sys.stderr, flush=True)
+        return 2
+
+    summary = []
+    for index, job in enumerate(jobs, 1):
+        command = job_command(job, args, data_root, dataset)
+        what = "evaluating" if args.ckpt else ("resuming" if args.resume else "training + testing")
+        banner(f"[{index}/{len(jobs)}] {what} {job.name} on {dataset} data\n$ {shlex.join(command)}")
+        start = time.perf_counter()
+        result = subprocess.run(command, env=env)
+        seconds = time.perf_counter() - start
+        summary.append((job.name, result.returncode, seconds))
+        if result.returncode != 0:
+            print(f"\nerror: {job.name} failed with exit code {result.returncode} after {seconds:.0f} s "
+                  f"(its log is in {Path(args.work_dir) / args.suite / job.name}/<newest>/)", file=sys.stderr)
+            break
+    banner("summary\n" + "\n".join(f"  {'ok    ' if rc == 0 else 'FAILED'} {name:45s} {sec:7.0f} s"
+                                   for name, rc, sec in summary))
+    return 0 if all(rc == 0 for _, rc, _ in summary) and len(summary) == len(jobs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
