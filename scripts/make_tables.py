@@ -297,8 +297,8 @@ class Task:
     row_label: str
     extra_columns: tuple[tuple[str, str], ...]   # (header, paper.yaml key)
     metrics: tuple[Metric, ...]
-    params_digits: int
     flops_digits: int
+    metric_digits: int
     improvement_key: str
 
 
@@ -373,8 +373,8 @@ def _improvement(task: Task, paper_row: dict, results: Results) -> tuple[str, st
     run, base_run = results.newest(paper_row["name"]), results.newest(baseline) if baseline else None
     for metric in task.metrics:
         gain = number(published.get(metric.paper_key))
-        if metric.paper_key not in published or (gain is None and paper_row.get(metric.paper_key) is None):
-            continue
+        if gain is None:
+            continue  # no published gain: ImageNet rows, mask AP of detectors without a mask head
         paper_parts.append(f"{fmt_signed(gain, 1)} {metric.label}")
         ours_gain = difference(run.metric(metric.record_key) if run else None,
                                base_run.metric(metric.record_key) if base_run else None)
@@ -404,15 +404,15 @@ def task_table(task: Task, paper: dict, results: Results) -> str:
         run = results.newest(name)
         paper_params, paper_flops = number(paper_row.get("params_m")), number(paper_row.get("gflops"))
         cells = [name + marker] + [str(paper_row.get(key) or DASH) for _, key in task.extra_columns]
-        cells += [fmt(paper_params, task.params_digits), _params_cell(trainable, total),
+        cells += [fmt(paper_params, 2 if task.key == "imagenet" else 1), _params_cell(trainable, total),
                   fmt_signed(difference(trainable, paper_params), 2),
                   fmt(paper_flops, task.flops_digits), fmt(ours_flops, task.flops_digits),
                   fmt_signed(difference(ours_flops, paper_flops), task.flops_digits)]
         for metric in task.metrics:
             published = number(paper_row.get(metric.paper_key))
             ours = run.metric(metric.record_key) if run else None
-            cells += [fmt(published, 2 if task.key == "imagenet" else 1), fmt(ours, 2 if task.key == "imagenet" else 1),
-                      fmt_signed(difference(ours, published), 2 if task.key == "imagenet" else 1)]
+            cells += [fmt(published, task.metric_digits), fmt(ours, task.metric_digits),
+                      fmt_signed(difference(ours, published), task.metric_digits)]
         cells += list(_improvement(task, paper_row, results))
         cells.append(results.link(run) if run else DASH)
         rows.append(cells)
@@ -428,12 +428,11 @@ def task_table(task: Task, paper: dict, results: Results) -> str:
 def _older_run_row(task: Task, paper_row: dict, run: Run, results: Results, width: int) -> list[str]:
     cells = ["↳ older run"] + [""] * (width - 2) + [results.link(run)]
     first_metric_column = 1 + len(task.extra_columns) + 6
-    digits = 2 if task.key == "imagenet" else 1
     for index, metric in enumerate(task.metrics):
         ours = run.metric(metric.record_key)
         column = first_metric_column + 3 * index
-        cells[column + 1] = fmt(ours, digits)
-        cells[column + 2] = fmt_signed(difference(ours, number(paper_row.get(metric.paper_key))), digits)
+        cells[column + 1] = fmt(ours, task.metric_digits)
+        cells[column + 2] = fmt_signed(difference(ours, number(paper_row.get(metric.paper_key))), task.metric_digits)
     return cells
 
 
