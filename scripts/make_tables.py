@@ -543,10 +543,10 @@ def plot_complexity(paper: dict, results: Results, path: Path) -> None:
     figure = Figure(figsize=(9, 5.2), dpi=120)
     axes = figure.add_subplot()
     baselines = [row for row in paper.get("baselines", []) if row.get("task") == "coco"]
-    styles = [("RedNet-50 (paper)", "tab:red", paper["coco"], True),
-              ("ResNet-50 (paper, derived)", "tab:gray", baselines, True)]
+    styles = [("RedNet-50, paper", "tab:red", paper["coco"]),
+              ("ResNet-50, paper (derived)", "tab:gray", baselines)]
     ours_count = 0
-    for label, colour, rows, filled in styles:
+    for _, colour, rows in styles:
         for row in rows:
             detector = _detector_of(row["name"])
             x, y = number(row.get("gflops")), number(row.get("box_ap"))
@@ -565,10 +565,10 @@ def plot_complexity(paper: dict, results: Results, path: Path) -> None:
             below = tag == "inv. neck+head"
             axes.annotate(tag, (x, y), textcoords="offset points", xytext=(-6 if left else 6, -11 if below else 5),
                           ha="right" if left else "left", fontsize=7)
-    for detector, (marker, label) in DETECTOR_MARKERS.items():
+    for marker, label in DETECTOR_MARKERS.values():
         axes.scatter([], [], marker=marker, color="black", label=label)
-    axes.scatter([], [], marker="o", color="tab:red", label="RedNet-50, paper")
-    axes.scatter([], [], marker="o", color="tab:gray", label="ResNet-50, paper (derived)")
+    for label, colour, _ in styles:
+        axes.scatter([], [], marker="o", color=colour, label=label)
     axes.scatter([], [], marker="o", facecolors="none", edgecolors="black", label="ours (hollow)")
     if not ours_count:
         axes.text(0.02, 0.02, "no COCO runs recorded yet: published points only",
@@ -639,7 +639,7 @@ def render(paper: dict, results: Results, warnings: list[str], plot_link: str | 
              f"from {real_count} run record(s) on real data and {toy_count} toy run record(s) in "
              f"`{runs_dir.as_posix()}`.", "", CONVENTIONS]
     if warnings:
-        parts += ["", "Inputs skipped while making this file:", ""] + [f"- {warning}" for warning in warnings]
+        parts += ["", "Warnings while making this file:", ""] + [f"- {warning}" for warning in warnings]
     for task in TASKS:
         parts += ["", task_table(task, paper, results)]
     parts += ["", baselines_table(paper, results)]
