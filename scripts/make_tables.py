@@ -460,13 +460,18 @@ def baselines_table(paper: dict, results: Results) -> str:
         run = results.newest(name)
         metrics = BASELINE_METRICS.get(task, ())
         paper_result = {label: number(row.get(key)) for label, key, _ in metrics}
-        ours_result = {label: run.metric(key) if run else None for label, _, key in metrics}
+
+        def ours_result(run: Run | None) -> str:
+            return _result_summary({label: run.metric(key) if run else None for label, _, key in metrics})
+
         rows.append([name, task, fmt(number(row.get("params_m")), 1), _params_cell(trainable, total),
                      fmt_signed(difference(trainable, number(row.get("params_m"))), 2),
                      fmt(number(row.get("gflops")), digits), fmt(ours_flops, digits),
                      fmt_signed(difference(ours_flops, number(row.get("gflops"))), digits),
-                     _result_summary(paper_result), _result_summary(ours_result),
+                     _result_summary(paper_result), ours_result(run),
                      results.link(run) if run else DASH])
+        for older in results.real.get(name, [])[1:]:
+            rows.append(["↳ older run"] + [""] * 8 + [ours_result(older), results.link(older)])
     return "\n".join([
         "## ResNet baselines (the reference of the reduction columns)", "",
         "\\* Not published as such: derived from the published reductions and gains, rounded "

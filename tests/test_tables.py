@@ -109,7 +109,7 @@ def test_every_paper_row_appears_in_paper_order(built):
         listed = [next(iter(row.values())).split(" ")[0] for row in section(tables, prefix)]
         listed = [name for name in listed if name != "↳"]
         assert listed == names[key]
-    baselines = [row["Baseline"] for row in section(tables, "ResNet baselines")]
+    baselines = [row["Baseline"] for row in section(tables, "ResNet baselines") if row["Baseline"] != "↳ older run"]
     assert baselines == names["baselines"]
 
 
@@ -180,6 +180,18 @@ def test_newest_run_counts_and_older_ones_are_listed_under_it(built):
     assert first_number(older["box AP ours"]) == old["metrics"]["bbox_AP"]
     assert first_number(older["box AP Δ"]) == pytest.approx(old["metrics"]["bbox_AP"] - 38.2, abs=0.06)
     assert sum(row["Config"] == "↳ older run" for row in coco) == 1
+
+
+def test_baseline_runs_newest_first_with_older_listed_under(built):
+    rows = section(parse_markdown(built[0]), "ResNet baselines")
+    index = next(i for i, row in enumerate(rows) if row["Baseline"] == "retinanet_r50_fpn_1x_coco")
+    newest = fixture_record("retinanet_r50_fpn_1x_coco__coco__20260103-100000")
+    older = fixture_record("retinanet_r50_fpn_1x_coco__coco__20260102-090000")
+    assert rows[index]["Result ours"] == f"box {newest['metrics']['bbox_AP']:.1f}"
+    assert "20260103-100000" in rows[index]["Run"]
+    assert rows[index + 1]["Baseline"] == "↳ older run"
+    assert rows[index + 1]["Result ours"] == f"box {older['metrics']['bbox_AP']:.1f}"
+    assert "20260102-090000" in rows[index + 1]["Run"]
 
 
 def test_toy_runs_stay_out_of_the_paper_columns(built):
