@@ -135,10 +135,20 @@ def involution(
     x: (N, C, H, W); weight: (N, G, KH, KW, Ho, Wo); zero padding outside the image.
     `backend` (or INVOLUTION_BACKEND) forces one of "reference", "cpu", "cuda".
     """
+    if isinstance(x, torch.fx.Proxy) or isinstance(weight, torch.fx.Proxy):
+        # symbolic tracing: record one call (validated when the graph runs) instead of tracing the checks
+        tracer = (x if isinstance(x, torch.fx.Proxy) else weight).tracer
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, backend=backend)
+        return tracer.create_proxy("call_function", involution, (x, weight), kwargs)
     stride = _int_pair("stride", stride, 1)
     padding = _int_pair("padding", padding, 0)
     dilation = _int_pair("dilation", dilation, 1)
-    _validate(x, weight, stride, padding, dilation)
+    if torch.jit.is_tracing():  # sizes are traced tensors there; the checks are about this trace's values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            _validate(x, weight, stride, padding, dilation)
+    else:
+        _validate(x, weight, stride, padding, dilation)
     chosen = _requested_backend(backend, x.device)
     return torch.ops.involution_ops.involution(x, weight, list(stride), list(padding), list(dilation), chosen)
 
