@@ -188,6 +188,10 @@ def convert_paddleclas(params: Mapping[str, Any], keep_head: bool = False, what:
     """PaddleClas RedNet parameters (name -> numpy array) -> backbone file."""
     import numpy as np
 
+    # Some Paddle versions pickle a tensor as (parameter name, array).
+    params = {
+        k: v[1] if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) else v for k, v in params.items()
+    }
     not_arrays = sorted(k for k, v in params.items() if not isinstance(v, np.ndarray))
     if not_arrays:
         raise CheckpointMismatchError(f"{what}: entries that are not arrays: {_listing(not_arrays)}")

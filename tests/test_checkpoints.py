@@ -53,6 +53,8 @@ def paddle_layout(model: RedNet) -> dict:
         array = value.numpy().copy()
         params[key] = array.T.copy() if key == "fc.weight" else array
     params["StructuredToParameterName@@"] = {k: f"param_{i}" for i, k in enumerate(params)}
+    # Some Paddle versions pickle a tensor as (parameter name, array).
+    params["stem.0.conv.weight"] = ("conv2d_0.w_0", params["stem.0.conv.weight"])
     return params
 
 
@@ -188,6 +190,7 @@ def test_imagenet_errors_name_the_keys(tmp_path, trained, corrupt, message):
 def test_paddle_errors_name_the_keys(trained):
     params = paddle_layout(trained)
     params.pop("StructuredToParameterName@@")
+    params["stem.0.conv.weight"] = params["stem.0.conv.weight"][1]
     params["fc.weight"] = params["fc.weight"].T.copy()  # a file already (out, in)
     params.pop("layer4.0.bn3._variance")
     with pytest.raises(CheckpointMismatchError) as error:
@@ -263,3 +266,33 @@ def test_mmdet2_checkpoint_checked_against_a_real_config(tmp_path, config):
     torch.save({"state_dict": state}, src)
     assert run("mmdet", str(src), str(tmp_path / "again.pth"), "--config", path) == 1
     assert not (tmp_path / "again.pth").exists()
+
+
+def official_involution(prefix: str, channels: int = 256, kernel: int = 7) -> dict[str, tuple]:
+    """Keys of the official mmdet 2.x `involution(channels, kernel, 1)` (ConvModule naming)."""
+    reduced, generated = channels // 4, kernel * kernel * channels // 16
+    shapes = {f"{prefix}.conv1.conv.weight": (reduced, channels, 1, 1),
+              f"{prefix}.conv2.conv.weight": (generated, reduced, 1, 1), f"{prefix}.conv2.conv.bias": (generated,)}
+    for stat in ("weight", "bias", "running_mean", "running_var"):
+        shapes[f"{prefix}.conv1.bn.{stat}"] = (reduced,)
+    shapes[f"{prefix}.conv1.bn.num_batches_tracked"] = ()
+    return shapes
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_MMDET, reason="mmdet is not installed")
+def test_our_mask_rcnn_has_the_official_involution_neck_and_head_keys():
+    """Key names read off the official FPN_involution, RPNHead_involution and
+    FCNMaskHead_involution (Sequential(involution, ReLU) per conv), written out here."""
+    path = os.path.join(REPO, "det_configs", "_base_", "models", "mask_rcnn_red50_neck_fpn_head.py")
+    shapes = {k: tuple(v) for k, v in convert_checkpoint.checkpoints.model_shapes_from_config(path, "mmdet").items()}
+    official = {}
+    for level in range(4):
+        official.update(official_involution(f"neck.fpn_convs.{level}"))
+        official.update(official_involution(f"roi_head.mask_head.convs.{level}.0"))
+    official.update(official_involution("rpn_head.rpn_conv"))
+    official.update({"rpn_head.rpn_cls.weight": (3, 256, 1, 1), "rpn_head.rpn_reg.weight": (12, 256, 1, 1),
+                     "roi_head.mask_head.conv_logits.weight": (80, 256, 1, 1)})
+    backbone = convert_checkpoint.checkpoints.rednet_shapes(50, stem_kernel_size=7)
+    official.update({"backbone." + k: tuple(v) for k, v in backbone.items()})
+    assert {k: shapes.get(k) for k in official} == official

@@ -193,3 +193,12 @@ def test_group_norm_and_official_key_names():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RedNet(**kwargs)
+
+
+def test_sync_batch_norm_keeps_keys_and_runs_in_one_process():
+    model = RedNet(26, norm_layer=nn.SyncBatchNorm, norm_eval=True)
+    assert isinstance(model.layer1[0].conv2.conv1.bn, nn.SyncBatchNorm)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == official_shapes(26, num_classes=0)
+    assert not any(m.training for m in model.train().modules() if isinstance(m, nn.SyncBatchNorm))
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 16, 16))[0].shape == (2, 2048, 1, 1)
