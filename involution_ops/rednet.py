@@ -189,7 +189,8 @@ class RedNet(nn.Module):
         return [getattr(self, f"layer{i}") for i in range(1, 5)]
 
     def init_weights(self) -> None:
-        """The official initialisation: Kaiming-normal convs (fan_out), norms at 1/0."""
+        """The official initialisation: Kaiming-normal convs (fan_out), norms at 1/0,
+        classifier N(0, 0.01) with zero bias (mmcls LinearClsHead)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -197,6 +198,9 @@ class RedNet(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, _NORM_TYPES) and m.weight is not None:
                 nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
         if self.zero_init_residual:
             for m in self.modules():
