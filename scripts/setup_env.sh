@@ -54,7 +54,9 @@ if [[ ",$EXTRAS," == *,mm,* ]]; then
     read -r torch_tag with_cuda < <("$VENV/bin/python" -c \
         'import torch; print(torch.__version__, int(torch.cuda.is_available()))')
     py_tag=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-    cache_dir="$WHEEL_CACHE/mmcv-$MMCV_VERSION-torch-$torch_tag-$py_tag$([[ $with_cuda == 1 ]] && echo -cuda)"
+    cuda_suffix=""
+    [[ $with_cuda == 1 ]] && cuda_suffix="-cuda"
+    cache_dir="$WHEEL_CACHE/mmcv-$MMCV_VERSION-torch-$torch_tag-$py_tag$cuda_suffix"
     if ! compgen -G "$cache_dir/mmcv-$MMCV_VERSION-*.whl" >/dev/null; then
         say "building mmcv $MMCV_VERSION from source for torch $torch_tag (once per machine; ~10 min on 2 cores)"
         build_dir=$(mktemp -d)
