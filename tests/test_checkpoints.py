@@ -253,18 +253,26 @@ def test_command_line_entry_point(tmp_path, trained):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_MMDET, reason="mmdet is not installed")
-@pytest.mark.parametrize("config", ["faster_rcnn_red50_neck_fpn_head.py", "retinanet_red50_neck_fpn.py"])
-def test_mmdet2_checkpoint_checked_against_a_real_config(tmp_path, config):
-    path = os.path.join(REPO, "det_configs", "_base_", "models", config)
-    shapes = convert_checkpoint.checkpoints.model_shapes_from_config(path, "mmdet")
+@pytest.mark.parametrize(
+    "framework,config",
+    [("mmdet", "det_configs/_base_/models/faster_rcnn_red50_neck_fpn_head.py"),
+     ("mmdet", "det_configs/_base_/models/retinanet_red50_neck_fpn.py"),
+     ("mmseg", "seg_configs/_base_/models/fpn_red50_neck.py")],
+)
+def test_mm2_checkpoint_checked_against_a_real_config(tmp_path, framework, config):
+    path = os.path.join(REPO, config)
+    shapes = convert_checkpoint.checkpoints.model_shapes_from_config(path, framework)
+    neck = official_involution("neck.fpn_convs.0")
+    assert {k: tuple(shapes[k]) for k in neck} == neck  # the official involution FPN names
     torch.manual_seed(2)
     state = {k: torch.randn(s) if len(s) else torch.tensor(0) for k, s in shapes.items()}
     src, out = tmp_path / "det2.pth", tmp_path / "det3.pth"
     torch.save({"state_dict": state, "meta": {"CLASSES": ("a", "b")}}, src)
-    assert run("mmdet", str(src), str(out), "--config", path) == 0
+    assert run(framework, str(src), str(out), "--config", path) == 0
+    assert load_torch_file(out)["meta"]["dataset_meta"] == {"classes": ("a", "b")}
     state.pop(next(k for k in state if k.startswith("neck.fpn_convs.0.conv2")))
     torch.save({"state_dict": state}, src)
-    assert run("mmdet", str(src), str(tmp_path / "again.pth"), "--config", path) == 1
+    assert run(framework, str(src), str(tmp_path / "again.pth"), "--config", path) == 1
     assert not (tmp_path / "again.pth").exists()
 
 
@@ -296,3 +304,21 @@ def test_our_mask_rcnn_has_the_official_involution_neck_and_head_keys():
     backbone = convert_checkpoint.checkpoints.rednet_shapes(50, stem_kernel_size=7)
     official.update({"backbone." + k: tuple(v) for k, v in backbone.items()})
     assert {k: shapes.get(k) for k in official} == official
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_MMDET, reason="mmdet is not installed")
+def test_backbone_file_loads_through_mmengine_pretrained_init(tmp_path, trained):
+    """The documented use: init_cfg=dict(type='Pretrained', checkpoint=<backbone file>)."""
+    from involution_ops.mmcommon import RedNet as MMRedNet
+
+    src, out = tmp_path / "mmcls.pth", tmp_path / "rednet26_imagenet.pth"
+    torch.save(mmcls_layout(trained), src)
+    assert run("imagenet", str(src), str(out)) == 0
+    backbone = MMRedNet(26, stem_kernel_size=3, init_cfg=dict(type="Pretrained", checkpoint=str(out)))
+    backbone.init_weights()
+    expected = {k: v for k, v in trained.state_dict().items() if not k.startswith("fc.")}
+    loaded = backbone.state_dict()
+    assert set(loaded) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
