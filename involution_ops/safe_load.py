@@ -51,7 +51,19 @@ def _mmengine_globals() -> list[tuple[Callable, str]]:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:
         return []
-    return [(HistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer")]
+
+    def history_buffer_statistic(owner: Any, name: str) -> Callable:
+        # mmengine pickles the buffer's statistics methods as getattr(HistoryBuffer, "min").
+        # A general getattr would let a file walk attributes to anything; admit only these.
+        statistics = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
+        if owner is HistoryBuffer and isinstance(name, str) and name in statistics:
+            return getattr(HistoryBuffer, name)
+        raise UnsafeFileError(f"refused getattr({owner!r}, {name!r}): only HistoryBuffer statistics methods are allowed")
+
+    return [
+        (HistoryBuffer, "mmengine.logging.history_buffer.HistoryBuffer"),
+        (history_buffer_statistic, "builtins.getattr"),
+    ]
 
 
 def allowed_checkpoint_globals() -> list[tuple[Callable, str]]:

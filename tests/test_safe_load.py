@@ -1,0 +1,81 @@
+"""Downloaded files are never unpickled beyond tensors, arrays and plain containers."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from involution_ops.safe_load import UnsafeFileError, load_pdparams, load_torch_file
+
+
+class RunsShell:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def test_checkpoint_with_numpy_metadata_loads(tmp_path):
+    path = tmp_path / "ok.pth"
+    meta = {"array": np.arange(3), "scalar": np.float64(2.5), "dtype": np.dtype("float32")}
+    torch.save({"state_dict": {"w": torch.ones(2)}, "meta": meta}, path)
+    loaded = load_torch_file(path)
+    assert loaded["meta"]["scalar"] == 2.5
+    np.testing.assert_array_equal(loaded["meta"]["array"], np.arange(3))
+    torch.testing.assert_close(loaded["state_dict"]["w"], torch.ones(2))
+
+
+def test_checkpoint_with_arbitrary_callable_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"meta": RunsShell()}, path)
+    with pytest.raises(UnsafeFileError, match="evil.pth"):
+        load_torch_file(path)
+
+
+def test_getattr_is_admitted_only_for_history_buffer_statistics(tmp_path):
+    history_buffer = pytest.importorskip("mmengine.logging.history_buffer").HistoryBuffer
+
+    class AttributeWalk:
+        def __reduce__(self):
+            return (getattr, (history_buffer, "__init__"))
+
+    class Statistic:
+        def __reduce__(self):
+            return (getattr, (history_buffer, "mean"))
+
+    torch.save({"f": Statistic()}, tmp_path / "stat.pth")
+    assert load_torch_file(tmp_path / "stat.pth")["f"] is history_buffer.mean
+    torch.save({"f": AttributeWalk()}, tmp_path / "walk.pth")
+    with pytest.raises(UnsafeFileError):
+        load_torch_file(tmp_path / "walk.pth")
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        load_torch_file(tmp_path / "nowhere.pth")
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pdparams_arrays_load_without_paddle(tmp_path, protocol):
+    path = tmp_path / "model.pdparams"
+    arrays = {"conv1.weight": np.random.rand(4, 3, 3, 3).astype("float32"), "fc.bias": np.zeros(5, "float64")}
+    with open(path, "wb") as file:
+        pickle.dump({**arrays, "StructuredToParameterName@@": {"conv1.weight": "conv2d_0.w_0"}}, file, protocol=protocol)
+    loaded = load_pdparams(path)
+    assert sorted(loaded) == sorted(arrays)
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_pdparams_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pdparams"
+    with open(path, "wb") as file:
+        pickle.dump({"w": RunsShell()}, file)
+    with pytest.raises(UnsafeFileError, match="posix.system|os.system"):
+        load_pdparams(path)
+
+
+def test_pdparams_that_is_not_a_pickle(tmp_path):
+    path = tmp_path / "broken.pdparams"
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="broken.pdparams"):
+        load_pdparams(path)
