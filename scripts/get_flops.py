@@ -20,6 +20,7 @@ Forward passes counted, as the OpenMMLab tools of 2021 did:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -128,11 +129,13 @@ class _LastStage(nn.Module):
 
 # --- OpenMMLab models -----------------------------------------------------------
 
-def _build_from_config(path: Path, scope: str) -> nn.Module:
+def _build_from_config(path: Path, scope: str, options: dict | None = None) -> nn.Module:
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     cfg = Config.fromfile(str(path))  # runs the config's custom_imports
+    if options:
+        cfg.merge_from_dict(options)
     init_default_scope(scope)
     if scope == "mmdet":
         from mmdet.registry import MODELS
@@ -164,8 +167,9 @@ def detector_forward(model: nn.Module, image: torch.Tensor) -> Callable[[], None
     return run
 
 
-def count_detector(model_name: str, match_subclasses: bool = False) -> Complexity:
-    model = _build_from_config(ROOT / "det_configs/_base_/models" / f"{model_name}.py", "mmdet")
+def count_detector(model_name: str, match_subclasses: bool = False, options: dict | None = None) -> Complexity:
+    """`options`: config overrides (``{"model.backbone.stem_kernel_size": 3}``), for diagnostics."""
+    model = _build_from_config(ROOT / "det_configs/_base_/models" / f"{model_name}.py", "mmdet", options)
     return measure(model, detector_forward(model, _image(INPUT_SHAPES["coco"])), match_subclasses=match_subclasses)
 
 
@@ -174,11 +178,31 @@ def det_row(model_name: str) -> dict:
     return _row(det_name(model_name), "coco", config, INPUT_SHAPES["coco"], count_detector(model_name))
 
 
-def count_segmentor(model_name: str) -> Complexity:
+def count_segmentor(model_name: str, official_plain_norms: bool = False) -> Complexity:
     model = _build_from_config(ROOT / "seg_configs/_base_/models" / f"{model_name}.py", "mmseg")
+    if official_plain_norms:
+        _use_official_plain_norms(model)
     image = _image(INPUT_SHAPES["cityscapes"])
     # mmseg 0.x `forward_dummy`: backbone and decode head (the final resize is not a module)
     return measure(model, lambda: model.decode_head(model.extract_feat(image)))
+
+
+def _use_official_plain_norms(model: nn.Module) -> None:
+    """The official RedNet hard-codes plain BatchNorm2d after the stem involution and
+    inside every involution (kernel generation), whatever the configured norm; ours
+    uses the configured norm (SyncBN in the segmentation configs) everywhere."""
+    from involution_ops import Involution
+
+    def plain(norm: nn.Module) -> nn.Module:
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and type(norm) is not nn.BatchNorm2d:
+            return nn.BatchNorm2d(norm.num_features, device=DEVICE)
+        return norm
+
+    for module in model.modules():
+        if isinstance(module, Involution):
+            module.conv1.bn = plain(module.conv1.bn)
+        elif isinstance(module, RedNet):
+            module.stem[2] = plain(module.stem[2])
 
 
 def seg_row(model_name: str) -> dict:
@@ -189,13 +213,16 @@ def seg_row(model_name: str) -> dict:
 # --- paper values, notes and the table --------------------------------------------
 
 def load_paper(path: Path) -> dict[str, dict]:
-    """name -> {params_m, gflops} of every published (or derived baseline) row."""
+    """name -> {params_m, gflops, derived} of every published (or derived baseline) row."""
     if not path.exists():
         print(f"warning: {path} not found; the table shows no paper values", file=sys.stderr)
         return {}
-    import yaml
-
-    data = yaml.safe_load(path.read_text())
+    # one reader of paper.yaml for the whole repo (PyYAML when installed, else its subset reader)
+    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
+    make_tables = sys.modules.setdefault("make_tables", importlib.util.module_from_spec(spec))
+    if not hasattr(make_tables, "load_paper"):
+        spec.loader.exec_module(make_tables)
+    data = make_tables.load_paper(path)
     rows = {}
     for section in ("imagenet", "coco", "cityscapes", "baselines"):
         for entry in data.get(section) or []:
@@ -223,70 +250,94 @@ def diagnostic_notes(rows: list[dict], paper: dict[str, dict], progress: Callabl
         variants = {}
         for depth in IMAGENET_DEPTHS:
             if f"RedNet-{depth}" in by_name:
-                variants[depth] = count_rednet(depth, stem_kernel_size=7, with_fc=False).gflops_paper
+                variants[depth] = count_rednet(depth, stem_kernel_size=7, with_fc=False)
         rounded = all(
-            paper.get(f"RedNet-{d}", {}).get("gflops") == round(v, 2) for d, v in variants.items()
+            paper.get(f"RedNet-{d}", {}).get("gflops") == round(v.gflops_paper, 2)
+            and paper.get(f"RedNet-{d}", {}).get("params_m") == round(v.params_total_m, 2)
+            for d, v in variants.items()
         )
-        listing = " / ".join(f"{v:.4f}" for v in variants.values())
+        params_off = [d for d in variants if paper.get(f"RedNet-{d}", {}).get("params_m") is not None
+                      and round(by_name[f"RedNet-{d}"]["params_total_m"], 2) != paper[f"RedNet-{d}"]["params_m"]]
+        listing = " / ".join(f"{v.gflops_paper:.4f}" for v in variants.values())
+        params_listing = " / ".join(f"{v.params_total_m:.4f}" for v in variants.values())
+        gaps = [paper[f"RedNet-{d}"]["gflops"] - by_name[f"RedNet-{d}"]["gflops_paper"]
+                for d in variants if paper.get(f"RedNet-{d}", {}).get("gflops")]
+        gap = f"{min(gaps):.3f} to {max(gaps):.3f} G" if gaps else "slightly"
+        text = (
+            f"the released ImageNet models (3x3 stem involution, 1000-class fc) count {gap} under the "
+            "published figures. With a 7x7 stem involution, as the paper describes the stem, "
+            f"RedNet-{'/'.join(str(d) for d in variants)} have {params_listing} M parameters (fc included) "
+            "and, counted without running the fc (mmcls's get_flops of 2021 counted `extract_feat`: "
+            f"backbone and pooling neck), {listing} G"
+            + (", every published FLOP and parameter figure to its 2 decimals: likely how they were counted"
+               if rounded else "")
+            + "".join(
+                f"; the released RedNet-{d} has {by_name[f'RedNet-{d}']['params_total_m']:.4f} M"
+                for d in params_off
+            )
+            + ". The rows keep the released models."
+        )
         for depth in variants:
-            name = f"RedNet-{depth}"
-            ours = by_name[name]["gflops_paper"]
-            notes[name] = (
-                f"about 0.02 G under the published figure with the released ImageNet model "
-                f"(3x3 stem involution, 1000-class fc). A 7x7 stem involution, as the paper describes "
-                f"the stem, counted without the fc (mmcls's dummy forward stopped at the pooled "
-                f"features) gives {listing} G for RedNet-26/38/50/101/152"
-                + (", i.e. every published figure to its 2 decimals: likely how they were counted" if rounded else "")
-                + f". Our row keeps the released model ({_g(ours)} G)."
-            )
+            notes[f"RedNet-{depth}"] = text
 
-    neck_rows = [n for n in by_name if "_neck_" in n and n.endswith("_coco")]
-    for name in neck_rows:
+    def versus(value: float, name: str) -> str:
         published = paper.get(name, {}).get("gflops")
-        if published is None:
-            continue
-        notes.setdefault(
-            name,
-            f"{published - by_name[name]['gflops_paper']:.1f} G under the published figure, as for every "
-            "involution-neck detector (the same absolute gap with RetinaNet, Faster and Mask R-CNN, so it "
-            "sits in the shared neck); unexplained, not adjusted.",
+        return f"{_g(value)} G" + (f" (published {published})" if published is not None else "")
+
+    conv_neck = [m for m in ("retinanet_red50_fpn", "faster_rcnn_red50_fpn", "mask_rcnn_red50_fpn") if det_name(m) in by_name]
+    if conv_neck:
+        progress("diagnostics: convolution-neck detectors with the ImageNet models' 3x3 stem involution")
+        counts = {m: count_detector(m, options={"model.backbone.stem_kernel_size": 3}).gflops_paper for m in conv_neck}
+        text = (
+            "the released detection RedNet-50 (and ours, which loads its checkpoints) has a 7x7 stem involution, "
+            f"{max(by_name[det_name(m)]['gflops_paper'] - v for m, v in counts.items()):.3f} G more than a 3x3 one "
+            "at this input. With the 3x3 stem of the ImageNet models these detectors count "
+            + ", ".join(f"{det_name(m)} {versus(v, det_name(m))}" for m, v in counts.items())
+            + ": the paper's convolution-neck figures match that backbone, its involution-neck figures the released one."
+        )
+        for m in counts:
+            notes[det_name(m)] = text
+
+    name = det_name("mask_rcnn_red50_neck_fpn_head")
+    if name in by_name:
+        progress(f"diagnostics: {name} with OpenMMLab wrapper classes counted too")
+        with_wrappers = count_detector("mask_rcnn_red50_neck_fpn_head", match_subclasses=True).gflops_paper
+        notes[name] = (
+            "with the 2021 convention this detector counts far under its published figure; counting the "
+            "OpenMMLab wrapper classes too (the mask head's 1x1 conv_logits and deconv, which later mmcv "
+            f"counters listed) gives {versus(with_wrappers, name)}. The other detectors' published figures "
+            "match the exact-type convention, so this row keeps it."
         )
 
-    for model_name in ("mask_rcnn_red50_fpn", "mask_rcnn_red50_neck_fpn_head"):
-        name = det_name(model_name)
-        if name not in by_name:
-            continue
-        progress(f"diagnostics: {name} with OpenMMLab wrapper classes counted too")
-        with_wrappers = count_detector(model_name, match_subclasses=True).gflops_paper
-        published = paper.get(name, {}).get("gflops")
-        ours = by_name[name]["gflops_paper"]
-        if model_name == "mask_rcnn_red50_fpn":
-            notes.setdefault(
-                name,
-                f"counting the OpenMMLab wrapper classes too (mask head conv_logits and deconv, box head "
-                f"fc_cls/fc_reg) gives {_g(with_wrappers)} G, far from the published {published}: the 2021 "
-                "counter matched exact types, as our paper-convention column does.",
-            )
-        elif published:
-            notes[name] = (
-                f"the published {published} G follows no single convention we found: the 2021 convention "
-                f"gives {_g(ours)} G ({100 * (ours - published) / published:+.1f}%), counting the wrapper "
-                f"classes too gives {_g(with_wrappers)} G ({100 * (with_wrappers - published) / published:+.1f}%)."
-            )
+    seg = [m for m in ("fpn_red50", "fpn_red50_neck", "upernet_red50") if seg_name(m) in by_name]
+    if seg:
+        progress("diagnostics: segmentors with the official plain-BN norms in the stem and involutions")
+        counts = {m: count_segmentor(m, official_plain_norms=True).gflops_paper for m in seg}
+        text = (
+            "the official RedNet keeps plain BatchNorm2d after the stem involution and inside every "
+            "involution whatever the configured norm; ours uses the configured SyncBN there too, which the "
+            "2021 counter did not list (so it counts no SyncBN). With the official plain BN these count "
+            + ", ".join(f"{seg_name(m)} {versus(v, seg_name(m))}" for m, v in counts.items())
+            + "."
+        )
+        for m in counts:
+            notes[seg_name(m)] = text
 
     for name, row in by_name.items():
         published = paper.get(name, {})
         if published.get("derived") and name not in notes:
-            notes[name] = "baseline: published figures derived from the paper's reductions, rounded."
+            notes[name] = "baselines: the paper's figures are derived from its published reductions, rounded."
     return notes
 
 
 def _delta(ours: float, published: float | None, digits: int) -> str:
     if published is None:
         return "–"
-    diff = ours - published
-    pct = f" ({100 * diff / published:+.1f}%)" if published else ""
-    return f"{diff:+.{digits}f}{pct}"
+    diff = round(ours - published, digits)
+    if diff == 0:
+        return f"{0:.{digits}f} (0.0%)"
+    pct = round(100 * diff / published, 1) if published else 0.0
+    return f"{diff:+.{digits}f} ({pct:+.1f}%)".replace("+0.0%", "0.0%").replace("-0.0%", "0.0%")
 
 
 def markdown_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, str]) -> str:
@@ -310,12 +361,14 @@ def markdown_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, st
         head,
         "|" + "---|" * 3 + "---:|" * 10,
     ]
+    shown = [notes[row["name"]] for row in rows if row["name"] in notes]
+    footnote = {text: number for number, text in enumerate(dict.fromkeys(shown), 1)}
     for row in rows:
         published = paper.get(row["name"], {})
         p_params, p_flops = published.get("params_m"), published.get("gflops")
         shape = "x".join(str(v) for v in row["input_shape"])
         cells = [
-            row["name"] + (" ¹" if row["name"] in notes else ""),
+            row["name"] + (f" [{footnote[notes[row['name']]]}]" if row["name"] in notes else ""),
             row["task"],
             shape,
             "–" if p_params is None else f"{p_params}",
@@ -330,9 +383,11 @@ def markdown_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, st
             _delta(row["gflops_full"], p_flops, 3 if row["gflops_full"] < 10 else 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if notes:
-        lines += ["", "¹ Notes:", ""]
-        lines += [f"- **{name}**: {text}" for name, text in notes.items() if any(r["name"] == name for r in rows)]
+    if footnote:
+        lines += ["", "Notes:", ""]
+        for text, number in footnote.items():
+            names = ", ".join(row["name"] for row in rows if notes.get(row["name"]) == text)
+            lines.append(f"{number}. {names}: {text}")
     return "\n".join(lines) + "\n"
 
 
@@ -384,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = {} if args.no_notes else diagnostic_notes(rows, paper, progress)
 
     table = markdown_table(rows, paper, notes)
-    _write(args.out, json.dumps(rows, indent=2) + "\n")
+    _write(args.out, "[\n" + ",\n".join("  " + json.dumps(row) for row in rows) + "\n]\n")
     _write(args.table, table)
     print(table)
     progress(f"wrote {args.out} and {args.table}")
