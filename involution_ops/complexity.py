@@ -14,8 +14,9 @@ multiply-accumulates (MACs, not 2x) per call:
     involution      output elements * kh * kw (the aggregation; its kernel-generation
                     convs, norm and activation count as the modules above)
 
-Subclasses (such as OpenMMLab's wrapper `Conv2d`/`ConvTranspose2d` classes) and
-functional calls are not matched, exactly as in 2021.
+Subclasses (such as OpenMMLab's wrapper `Conv2d`/`ConvTranspose2d` classes),
+types the table did not list (`nn.SyncBatchNorm`) and functional calls are not
+matched, exactly as in 2021. Counts are per forward: use a batch of one.
 
 `full` convention: every multiply-accumulate of a convolution (any class, plain
 or transposed), linear layer or matrix product, and of the involution
