@@ -175,6 +175,21 @@ def _run_case(spec: dict, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+def _single_image_comparison(device, shape_name, shape, backends, spec, args, dtype_bytes) -> list[dict]:
+    """When unfold cannot fit at the full batch, compare unfold and the kernel at batch 1 (ratios are per image)."""
+    single = (1, *shape[1:])
+    skips, note = _unfold_skips(single, dtype_bytes, device, args.memory_fraction)
+    rows = []
+    for backend in [b for b in backends if b in ("unfold", device)]:
+        case = dict(spec, backend=backend, shape=single, skip=skips if backend == "unfold" else [])
+        print(f"[bench_op] {device} {shape_name} at N=1 {backend} ...", file=sys.stderr, flush=True)
+        result = _run_case(case, args.timeout)
+        rows.append(dict(device=device, shape=f"{shape_name}@N1", backend=backend,
+                         note=(note if backend == "unfold" else "") or result.get("error", "") or "batch 1: unfold too big at full batch",
+                         **{k: v for k, v in result.items() if k != "error"}))
+    return rows
+
+
 def _fmt(value, spec="{:.1f}") -> str:
     return "-" if value is None else spec.format(value)
 
@@ -239,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = _run_case(spec, args.timeout)
                 rows.append(dict(device=device, shape=shape_name, backend=backend, note=note or result.get("error", ""),
                                  **{k: v for k, v in result.items() if k != "error"}))
+                if backend == "unfold" and spec["skip"] and shape[0] > 1:
+                    rows += _single_image_comparison(device, shape_name, shape, backends, spec, args, dtype_bytes)
 
     _print_table(rows, args.dtype)
     if args.json is not None:

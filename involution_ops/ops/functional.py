@@ -300,7 +300,7 @@ _involution_op.register_autograd(_backward, setup_context=_setup_context)
 
 def _register_autocast(device_type: str) -> None:
     """Run natively in the autocast dtype (fp16/bf16) instead of autocast's fixed-dtype helper."""
-    dispatch_key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    dispatch_key = "Autocast" + {"cpu": "CPU", "cuda": "CUDA"}[device_type]
 
     def kernel(x, weight, stride, padding, dilation, backend):
         dtype = torch.get_autocast_dtype(device_type)
