@@ -340,3 +340,23 @@ def test_paper_yaml_is_consistent_with_its_published_reductions():
             for metric in ("box_ap", "mask_ap", "miou"):
                 if published.get(metric) is not None:
                     assert row[metric] - base[metric] == pytest.approx(published[metric], abs=0.06)
+
+
+def test_records_written_by_run_record_land_in_the_table(tmp_path):
+    """Contract check with the writer of the records (scripts/run_record.py)."""
+    spec = importlib.util.spec_from_file_location("run_record", REPO / "scripts" / "run_record.py")
+    run_record = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_record)
+    metrics = run_record.metrics_from_mm({"coco/bbox_mAP": 0.392, "coco/bbox_mAP_50": 0.591})
+    for dataset, config in (("coco", "det_configs/retinanet_red50_fpn_1x_coco.py"),
+                            ("toy", "det_configs/toy/retinanet_red50_fpn_toy.py")):
+        run_record.write_record({"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "config": config,
+                                 "dataset": dataset, "metrics": metrics, "loss_curve": [[1, 1.5], [2, 1.2]],
+                                 "started_at": run_record.now_iso()}, tmp_path / "runs")
+    warnings = make_tables.make_tables(tmp_path / "runs", FIXTURES / "complexity.json", PAPER,
+                                       tmp_path / "README.md", None)
+    assert not [warning for warning in warnings if "runs" in warning]
+    tables = parse_markdown((tmp_path / "README.md").read_text())
+    row = row_of(section(tables, "COCO"), "retinanet_red50_fpn_1x_coco")
+    assert row["box AP ours"] == "39.2" and first_number(row["box AP Δ"]) == pytest.approx(39.2 - 38.2)
+    assert row_of(section(tables, "Toy runs"), "retinanet_red50_fpn_1x_coco")["box AP"] == "39.2"
