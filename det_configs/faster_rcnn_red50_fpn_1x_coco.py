@@ -9,4 +9,4 @@ _base_ = [
 # ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
 # `make ... PRETRAINED=path` points it elsewhere.
 model = dict(backbone=dict(
-    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
+    init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))

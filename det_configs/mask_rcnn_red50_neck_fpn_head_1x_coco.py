@@ -10,7 +10,7 @@ _base_ = [
 # ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
 # `make ... PRETRAINED=path` points it elsewhere.
 model = dict(backbone=dict(
-    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
+    init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
 
 # Gradient clipping as in the official config of this row (max_norm 5).
 optim_wrapper = dict(clip_grad=dict(max_norm=5, norm_type=2))

@@ -25,7 +25,7 @@ SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 import make_toy_data  # noqa: E402
-from train import backbone_init_checkpoints, latest_resumable, REMOTE_PREFIXES, set_data_root  # noqa: E402
+from train import REMOTE_PREFIXES, apply_cfg_options, backbone_init_checkpoints, latest_resumable, set_data_root  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,10 @@ def load_config(job: Job, data_root: Path, args: argparse.Namespace) -> Any:
     except Exception as error:  # a config that does not parse or import is a pre-flight failure too
         raise PreflightError(f"config {job.config.relative_to(REPO)} does not load: {error}") from error
     set_data_root(cfg, str(data_root))
+    try:
+        apply_cfg_options(cfg, args.cfg_options)
+    except Exception as error:
+        raise PreflightError(f"CFG_OPTIONS {' '.join(args.cfg_options)} do not apply: {error}") from error
     return cfg
 
 

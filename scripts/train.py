@@ -95,7 +95,7 @@ def backbone_init_checkpoints(model_cfg: Any) -> list[str]:
 
 def prepare_config(args: argparse.Namespace) -> Any:
     """Load the config and apply the run options; --cfg-options last so they win."""
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
 
     cfg = Config.fromfile(args.config)
     cfg.work_dir = str(Path(args.work_dir).resolve())  # chosen by choose_run_dir
@@ -110,12 +110,19 @@ def prepare_config(args: argparse.Namespace) -> Any:
     if getattr(args, "amp", False):
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
-    if args.cfg_options:
-        action = DictAction(option_strings=[], dest="cfg_options")
-        parsed = argparse.Namespace()
-        action(None, parsed, args.cfg_options)
-        cfg.merge_from_dict(parsed.cfg_options)
+    apply_cfg_options(cfg, args.cfg_options)
     return cfg
+
+
+def apply_cfg_options(cfg: Any, options: list[str]) -> None:
+    """Merge `key=value` overrides (mmengine's --cfg-options syntax) into cfg."""
+    if not options:
+        return
+    from mmengine.config import DictAction
+
+    parsed = argparse.Namespace()
+    DictAction(option_strings=[], dest="cfg_options")(None, parsed, options)
+    cfg.merge_from_dict(parsed.cfg_options)
 
 
 def _cuda() -> bool:

@@ -4,12 +4,14 @@ _base_ = ['../retinanet_red50_neck_fpn_1x_coco.py', './_base_/toy_coco.py']
 
 model = dict(
     backbone={{_base_.toy_backbone}},
-    bbox_head=dict(num_classes={{_base_.toy_num_classes}}))
+    bbox_head=dict(num_classes={{_base_.toy_num_classes}}),
+    test_cfg=dict(score_thr={{_base_.toy_score_thr}}))
 train_dataloader = {{_base_.toy_train_dataloader_bbox}}
-val_dataloader = {{_base_.toy_val_dataloader}}
-test_dataloader = {{_base_.toy_val_dataloader}}
-val_evaluator = {{_base_.toy_val_evaluator}}
-test_evaluator = {{_base_.toy_val_evaluator}}
+test_dataloader = {{_base_.toy_test_dataloader}}
+test_evaluator = {{_base_.toy_test_evaluator}}
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
 train_cfg = {{_base_.toy_train_cfg}}
 param_scheduler = {{_base_.toy_param_scheduler}}
 default_hooks = {{_base_.toy_default_hooks}}

@@ -1,0 +1,220 @@
+"""The shared run machinery: run records, launch commands, data-root rewriting, pre-flight errors."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import benchmark  # noqa: E402
+import run_record  # noqa: E402
+import train  # noqa: E402
+
+
+# ------------------------------------------------------------------ run records
+
+def test_metrics_from_mmdet_and_mmseg_keys():
+    det = {"coco/bbox_mAP": 0.382, "coco/bbox_mAP_50": 0.571, "coco/bbox_mAP_75": 0.41,
+           "coco/bbox_mAP_s": 0.2, "coco/bbox_mAP_m": 0.42, "coco/bbox_mAP_l": 0.5,
+           "coco/segm_mAP": 0.357, "coco/segm_mAP_l": -1.0, "coco/bbox_mAP_copypaste": "0.382 0.571"}
+    metrics = run_record.metrics_from_mm(det)
+    assert metrics["bbox_AP"] == 38.2 and metrics["bbox_AP50"] == 57.1 and metrics["bbox_APl"] == 50.0
+    assert metrics["segm_AP"] == 35.7
+    assert "bbox_AP_copypaste" not in metrics and len(metrics) == 8
+    seg = {"aAcc": 95.5, "mIoU": 78.04, "mAcc": 85.1, "IoU.road": 97.12, "IoU.sky": float("nan")}
+    metrics = run_record.metrics_from_mm(seg)
+    assert metrics == {"aAcc": 95.5, "mIoU": 78.04, "mAcc": 85.1, "per_class_IoU": {"road": 97.12}}
+
+
+def test_loss_curve_merges_resumed_sessions(tmp_path):
+    first = tmp_path / "20260101-000000" / "vis_data"
+    second = tmp_path / "20260101-001000" / "vis_data"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    lines = [{"lr": 0.01, "loss": 2.0, "iter": 5}, {"lr": 0.01, "loss": 1.5, "iter": 10},
+             {"coco/bbox_mAP": 0.1, "step": 10}]
+    (first / "20260101-000000.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (second / "20260101-001000.json").write_text(json.dumps({"loss": 1.4, "iter": 10}) + "\n"
+                                                 + json.dumps({"loss": 1.0, "iter": 15}) + "\n")
+    (second / "config.json").write_text("{}")
+    assert run_record.loss_curve(tmp_path) == [[5, 2.0], [10, 1.4], [15, 1.0]]
+
+
+def test_write_record_never_overwrites(tmp_path):
+    record = {"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "dataset": "toy", "metrics": {"bbox_AP": 1.0}}
+    paths = [run_record.write_record({**record, "metrics": {"bbox_AP": float(i)}}, tmp_path) for i in range(3)]
+    assert len(set(paths)) == 3
+    for i, path in enumerate(paths):
+        assert path.name.startswith("retinanet_red50_fpn_1x_coco__toy__")
+        data = json.loads(path.read_text())
+        assert data["schema"] == 1 and data["metrics"]["bbox_AP"] == float(i)
+    with pytest.raises(ValueError, match="lacks 'dataset'"):
+        run_record.write_record({"name": "x", "suite": "coco", "metrics": {}}, tmp_path)
+
+
+def test_gflops_lookup(tmp_path):
+    table = tmp_path / "complexity.json"
+    table.write_text(json.dumps([{"name": "retinanet_red50_fpn_1x_coco", "gflops_paper": 210.1}]))
+    assert run_record.gflops_paper("retinanet_red50_fpn_1x_coco", table) == 210.1
+    assert run_record.gflops_paper("other", table) is None
+    assert run_record.gflops_paper("other", tmp_path / "absent.json") is None
+
+
+# ------------------------------------------------------------------ launching
+
+def _args(*extra):
+    return benchmark.parse_args(["coco", "retinanet", *extra])
+
+
+def test_launch_prefixes():
+    prefix, launcher = benchmark.launch_prefix(_args(), "x")
+    assert launcher == "none" and prefix == [sys.executable]
+    prefix, launcher = benchmark.launch_prefix(
+        _args("--gpus", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
+              "--master-port", "29600"), "x")
+    assert launcher == "pytorch"
+    assert prefix[1:3] == ["-m", "torch.distributed.run"]
+    assert {"--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
+            "--master_port=29600"} <= set(prefix)
+    prefix, launcher = benchmark.launch_prefix(_args("--gpus", "4", "--slurm-partition", "gpu"), "job")
+    assert launcher == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
+    assert "--ntasks=4" in prefix and "--gres=gpu:4" in prefix
+
+
+def test_job_commands_carry_the_options():
+    job = benchmark.Job("retinanet_red50_fpn_1x_coco", ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py")
+    args = _args("--resume", "--amp", "--seed", "7", "--deterministic", "--pretrained", "w.pth",
+                 "--cfg-options", "a.b=1", "c=[1,2]")
+    command = benchmark.job_command(job, args, Path("/data/toy/coco"), "toy")
+    assert command[1].endswith("train.py")
+    text = " ".join(command)
+    for piece in ("--resume", "--amp", "--seed 7", "--deterministic", "--pretrained w.pth", "--dataset toy",
+                  "--launcher none", "--name retinanet_red50_fpn_1x_coco",
+                  "--work-root work_dirs/coco/retinanet_red50_fpn_1x_coco"):
+        assert piece in text
+    assert command[-3:] == ["--cfg-options", "a.b=1", "c=[1,2]"]
+    command = benchmark.job_command(job, _args("--ckpt", "x.pth"), Path("/d"), "coco")
+    assert command[1].endswith("test.py") and command[2] == "x.pth" and "--resume" not in command
+
+
+def test_group_selection_and_bad_arguments():
+    names = [j.name for j in benchmark.select_jobs(_args(), toy=False)]
+    assert names == ["retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco"]
+    jobs = benchmark.select_jobs(benchmark.parse_args(["coco", "all", "--baselines"]), toy=True)
+    assert len(jobs) == 11 and all(j.config.parent.name == "toy" and j.config.is_file() for j in jobs)
+    seg = benchmark.select_jobs(benchmark.parse_args(["cityscapes", "fpn"]), toy=False)
+    assert [j.name for j in seg] == ["fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes"]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["coco", "yolo"])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["coco", "retinanet", "--ckpt", "a.pth", "--resume"])
+
+
+def test_latest_resumable(tmp_path):
+    for stamp in ("20260101-000000", "20260102-000000", "20260103-000000-eval"):
+        (tmp_path / stamp).mkdir()
+    (tmp_path / "20260101-000000" / "last_checkpoint").write_text("x")
+    (tmp_path / "20260102-000000" / "last_checkpoint").write_text("y")
+    assert train.latest_resumable(tmp_path).name == "20260102-000000"
+    assert train.latest_resumable(tmp_path / "nothing") is None
+
+
+def test_new_run_folders_are_never_reused(tmp_path):
+    first = train.choose_run_dir(tmp_path)
+    second = train.choose_run_dir(tmp_path)
+    assert first != second and Path(first).is_dir() and Path(second).is_dir()
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        train.choose_run_dir(tmp_path / "empty", resume=True)
+
+
+# ------------------------------------------------------------------ config handling (needs mmengine)
+
+def test_set_data_root_rewrites_loaders_and_evaluators():
+    config = pytest.importorskip("mmengine.config")
+    cfg = config.Config.fromfile(str(ROOT / "det_configs" / "mask_rcnn_red50_fpn_1x_coco.py"))
+    train.set_data_root(cfg, "/datasets/coco")
+    for split in ("train", "val", "test"):
+        assert cfg[f"{split}_dataloader"]["dataset"]["data_root"] == "/datasets/coco/"
+    assert cfg.val_evaluator.ann_file == "/datasets/coco/annotations/instances_val2017.json"
+    assert train.backbone_init_checkpoints(cfg.model) == ["checkpoints/rednet50_imagenet.pth"]
+    assert benchmark.model_num_classes(cfg.model) == {80}
+
+
+# ------------------------------------------------------------------ pre-flight errors
+
+@pytest.fixture(scope="module")
+def toy_coco(tmp_path_factory):
+    pytest.importorskip("mmdet")
+    source = benchmark.make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
+    copy = tmp_path_factory.mktemp("coco") / "coco"
+    shutil.copytree(source, copy)
+    return copy
+
+
+def _preflight(capsys, *argv):
+    pytest.importorskip("mmdet")
+    code = benchmark.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
+    return code, capsys.readouterr().err
+
+
+def _fresh(toy_coco, tmp_path):
+    data = tmp_path / "coco"
+    shutil.copytree(toy_coco, data)
+    return data
+
+
+# The full config has 80 classes; these options make it fit the 3-class toy data.
+FIT = ["--cfg-options", "model.bbox_head.num_classes=3"]
+
+
+def test_preflight_missing_data_folder(capsys, tmp_path):
+    code, err = _preflight(capsys, "--data", str(tmp_path / "nowhere"))
+    assert code == 2 and "nowhere: no such folder" in err and "Fix" in err
+
+
+def test_preflight_missing_annotation(capsys, toy_coco, tmp_path):
+    data = _fresh(toy_coco, tmp_path)
+    (data / "annotations" / "instances_val2017.json").unlink()
+    code, err = _preflight(capsys, "--data", str(data), *FIT)
+    assert code == 2 and "instances_val2017.json not found" in err and "Fix" in err
+
+
+def test_preflight_corrupt_annotation(capsys, toy_coco, tmp_path):
+    data = _fresh(toy_coco, tmp_path)
+    path = data / "annotations" / "instances_train2017.json"
+    path.write_text(path.read_text()[:500])
+    code, err = _preflight(capsys, "--data", str(data), *FIT)
+    assert code == 2 and "instances_train2017.json is corrupt" in err
+
+
+def test_preflight_missing_images(capsys, toy_coco, tmp_path):
+    data = _fresh(toy_coco, tmp_path)
+    (data / "train2017" / "train_000003.jpg").unlink()
+    code, err = _preflight(capsys, "--data", str(data), *FIT)
+    assert code == 2 and "1 of 48 images" in err and "train_000003.jpg" in err
+
+
+def test_preflight_class_count_mismatch(capsys, toy_coco):
+    code, err = _preflight(capsys, "--data", str(toy_coco))
+    assert code == 2 and "predicts 80 classes" in err and "has 3" in err and "num_classes=3" in err
+
+
+def test_preflight_missing_pretrained(capsys, toy_coco, tmp_path):
+    missing = tmp_path / "rednet50.pth"
+    code, err = _preflight(capsys, "--data", str(toy_coco), *FIT[:-1],
+                           "model.bbox_head.num_classes=3", f"model.backbone.init_cfg.checkpoint={missing}")
+    assert code == 2 and str(missing) in err and "convert_checkpoint.py" in err
+    code, err = _preflight(capsys, "--data", str(toy_coco), "--pretrained", str(missing), *FIT)
+    assert code == 2 and str(missing) in err
+
+
+def test_preflight_resume_and_ckpt(capsys, tmp_path):
+    code, err = _preflight(capsys, "--resume", "--work-dir", str(tmp_path))
+    assert code == 2 and "holds no run with a checkpoint" in err
+    code, err = _preflight(capsys, "--ckpt", str(tmp_path / "absent.pth"))
+    assert code == 2 and "absent.pth: no such checkpoint" in err
