@@ -122,9 +122,11 @@ def load_paper(path: Path) -> dict:
     try:
         import yaml
     except ImportError:
-        paper = load_simple_yaml(text)
-    else:
-        paper = yaml.safe_load(text)
+        yaml = None
+    try:
+        paper = yaml.safe_load(text) if yaml else load_simple_yaml(text)
+    except (ValueError, getattr(yaml, "YAMLError", ValueError)) as error:
+        raise ValueError(f"{path}: not readable YAML ({error})") from error
     missing = [key for key in ("imagenet", "coco", "cityscapes", "baselines") if key not in (paper or {})]
     if missing:
         raise ValueError(f"{path}: missing sections {missing}")
@@ -689,14 +691,22 @@ def make_tables(runs_dir: Path, complexity_path: Path, paper_path: Path, out: Pa
         warn("matplotlib is not installed (it comes with the `mm` extra): plots skipped")
     else:
         if plot is not None:
-            plot.parent.mkdir(parents=True, exist_ok=True)
-            plot_complexity(paper, results, plot)
-            plot_link = os.path.relpath(plot, out.parent).replace(os.sep, "/")
+            try:
+                plot.parent.mkdir(parents=True, exist_ok=True)
+                plot_complexity(paper, results, plot)
+                plot_link = os.path.relpath(plot, out.parent).replace(os.sep, "/")
+            except (OSError, ValueError, RuntimeError) as error:
+                warn(f"{plot}: not written ({error})")
         for group in results.toy.values():
             for run in group:
                 target = plots_dir / f"{run.path.stem}.png"
-                plots_dir.mkdir(parents=True, exist_ok=True)
-                if plot_loss(run, target):
+                try:
+                    plots_dir.mkdir(parents=True, exist_ok=True)
+                    written = plot_loss(run, target)
+                except (OSError, ValueError, RuntimeError) as error:
+                    warn(f"{target}: loss plot of {run.path} not written ({error})")
+                    continue
+                if written:
                     loss_plots[run.path] = f"[png]({os.path.relpath(target, out.parent).replace(os.sep, '/')})"
                 else:
                     warn(f"{run.path}: no usable loss_curve, no loss plot")

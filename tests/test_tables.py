@@ -360,3 +360,13 @@ def test_records_written_by_run_record_land_in_the_table(tmp_path):
     row = row_of(section(tables, "COCO"), "retinanet_red50_fpn_1x_coco")
     assert row["box AP ours"] == "39.2" and first_number(row["box AP Δ"]) == pytest.approx(39.2 - 38.2)
     assert row_of(section(tables, "Toy runs"), "retinanet_red50_fpn_1x_coco")["box AP"] == "39.2"
+
+
+def test_unreadable_paper_yaml_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("imagenet: [\n  - broken\n")
+    with pytest.raises(SystemExit) as stopped:
+        make_tables.main(["--paper", str(bad), "--out", str(tmp_path / "README.md"), "--runs", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert f"{bad}: not readable YAML" in capsys.readouterr().err
+    assert not (tmp_path / "README.md").exists()
