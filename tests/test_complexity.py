@@ -224,6 +224,20 @@ def test_detector_rows_match_measured(get_flops, mmdet_stack, model):
     assert row["params_total_m"] - row["params_trainable_m"] > 0.1
 
 
+def test_detector_counts_on_meta_equal_real_tensors(get_flops, mmdet_stack, monkeypatch):
+    # `make flops` counts on the meta device; a small real forward must count the same.
+    monkeypatch.setattr(get_flops, "PROPOSALS", 20)  # keeps the real forward cheap
+    monkeypatch.setattr(get_flops, "MASK_PROPOSALS", 5)
+    counts = []
+    for device in ("meta", "cpu"):
+        monkeypatch.setattr(get_flops, "DEVICE", device)
+        model = get_flops._build_from_config(
+            ROOT / "det_configs/_base_/models/mask_rcnn_red50_neck_fpn_head.py", "mmdet"
+        )
+        counts.append(measure(model, get_flops.detector_forward(model, get_flops._image([3, 64, 96]))))
+    assert counts[0] == counts[1]
+
+
 def test_resnet50_retinanet_baseline_matches_measured(get_flops, mmdet_stack):
     _check_row(get_flops.det_row("retinanet_r50_fpn"))
 
