@@ -1,0 +1,21 @@
+# Semantic FPN, RedNet-50 backbone, convolution neck: paper 18.5 M params, 293.9 GFLOPs, 78.0 mIoU.
+# The paper's recipe is mmseg's Cityscapes 80k recipe unchanged: crop 512x1024, 4 GPUs x 2 images,
+# SyncBN, SGD lr 0.01 momentum 0.9 wd 5e-4, poly decay (power 0.9, min 1e-4), whole-image testing.
+_base_ = [
+    './_base_/models/fpn_red50.py',
+    'mmseg::_base_/datasets/cityscapes.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
+]
+
+crop_size = (512, 1024)
+# ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
+# `make ... PRETRAINED=path` points it elsewhere.
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
+
+# mmseg's IoU metric that also returns per-class IoU (for the run records)
+custom_imports = dict(imports=['involution_ops.mmseg', 'involution_ops.mmseg_metrics'], allow_failed_imports=False)
+val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
