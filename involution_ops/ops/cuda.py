@@ -20,7 +20,7 @@ TYPE_NAMES = {
     torch.float16: "involution::half_t",
     torch.bfloat16: "involution::bf16_t",
 }
-COMPILE_OPTIONS = ("--std=c++14",)
+COMPILE_OPTIONS: tuple[str, ...] = ()  # NVRTC defaults (C++17 on CUDA 12/13); CuPy may add its own
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 65535 * 32  # grid-stride loops cover the rest
 
