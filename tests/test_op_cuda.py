@@ -71,6 +71,16 @@ def test_cuda_source_compiles_to_ptx(nvrtc_library, dtype, arch):
         assert f".entry {lowered[expression]}(" in ptx, expression
 
 
+def test_cupy_accepts_the_module_arguments():
+    """The CuPy API the backend uses (CuPy 13 and 14): RawModule keywords, ExternalStream, Device."""
+    cupy = pytest.importorskip("cupy", reason="CuPy not installed (the cuda12 / cuda13 extra)")
+    module = cupy.RawModule(
+        code=cuda.kernel_source(), options=cuda.COMPILE_OPTIONS, name_expressions=cuda.name_expressions(torch.float32)
+    )
+    assert callable(module.get_function)
+    assert callable(cupy.cuda.ExternalStream) and callable(cupy.cuda.Device)
+
+
 # --------------------------------------------------------------------------- host emulation
 
 _SHIM = r"""
