@@ -56,6 +56,10 @@ CASES = [
     (2, 6, 3, 9, 12, (3, 5), (1, 2), (2, 1), (1, 2), "noncontiguous"),
     (1, 4, 2, 7, 9, 7, 2, 3, 1, "contiguous"),  # odd size, stride 2: the official kernel's OOB case
     (1, 4, 1, 5, 5, 3, 1, 4, 1, "channels_last"),  # padding beyond the kernel's reach
+    # wider than the CPU kernel's 16-column blocks: several blocks and a ragged tail
+    (2, 16, 4, 9, 37, 5, 1, 2, 1, "noncontiguous"),
+    (1, 8, 2, 8, 40, 3, 2, 1, 1, "channels_last"),
+    (1, 8, 2, 11, 34, 3, (2, 1), (1, 2), (2, 1), "contiguous"),  # row stride 2, column stride 1
 ]
 
 
