@@ -81,8 +81,14 @@ struct Shape {
 
 // Geometry as plain scalar kernel arguments (CuPy passes scalars, not structs).
 #define INVOLUTION_SHAPE_PARAMS \
-  const index_t shape_n, const index_t shape_c, const index_t shape_h, const index_t shape_w, const index_t shape_groups, const index_t shape_kh, const index_t shape_kw, const index_t shape_ho, const index_t shape_wo, const index_t shape_sh, const index_t shape_sw, const index_t shape_ph, const index_t shape_pw, const index_t shape_dh, const index_t shape_dw
-#define INVOLUTION_SHAPE {shape_n, shape_c, shape_h, shape_w, shape_groups, shape_kh, shape_kw, shape_ho, shape_wo, shape_sh, shape_sw, shape_ph, shape_pw, shape_dh, shape_dw}
+  const index_t shape_n, const index_t shape_c, const index_t shape_h, const index_t shape_w, \
+      const index_t shape_groups, const index_t shape_kh, const index_t shape_kw, \
+      const index_t shape_ho, const index_t shape_wo, const index_t shape_sh, \
+      const index_t shape_sw, const index_t shape_ph, const index_t shape_pw, \
+      const index_t shape_dh, const index_t shape_dw
+#define INVOLUTION_SHAPE \
+  {shape_n, shape_c, shape_h, shape_w, shape_groups, shape_kh, shape_kw, shape_ho, \
+   shape_wo, shape_sh, shape_sw, shape_ph, shape_pw, shape_dh, shape_dw}
 
 #define INVOLUTION_GRID_STRIDE_LOOP(idx, total) \
   for (index_t idx = (index_t)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); idx += (index_t)blockDim.x * gridDim.x)
