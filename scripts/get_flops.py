@@ -368,8 +368,8 @@ def markdown_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, st
         "detectors: box head on 1000 proposals, mask head on 100). **Full count**: every multiply-accumulate "
         "of convolutions, linear layers and the involution aggregation, whatever class issues it "
         "(elementwise norm, activation and pooling work left out). **Params trainable**: requires_grad "
-        "only, as the paper counted (detectors freeze the stem and stage 1); **params all**: every parameter. Paper values of "
-        "baselines are derived from the published reductions (rounded). Δ = ours − paper.",
+        "only, as the paper counted (detectors freeze the stem and stage 1); **params all**: every "
+        "parameter. Paper values of baselines are derived from the published reductions (rounded). Δ = ours − paper.",
         "",
         head,
         "|" + "---|" * 3 + "---:|" * 10,
