@@ -127,7 +127,9 @@ def test_toy_variant_trains_and_infers_whole_images(model, toy_root, tmp_path):
     cfg.experiment_name = f"test_{model}"
     cfg.visualizer.name = f"test_{model}"
     cfg.train_cfg.max_iters = 1
-    cfg.train_dataloader.dataset.pipeline[3].crop_size = (64, 64)  # lean: one small training batch
+    crop = cfg.train_dataloader.dataset.pipeline[3]
+    assert crop.type == "RandomCrop"
+    crop.crop_size = (64, 64)  # lean: one small training batch
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=100, save_last=False)
     cfg.default_hooks.logger.interval = 1
