@@ -94,8 +94,8 @@ else
 fi
 
 echo "== benchmark"
-timeout 150 "$PYTHON" scripts/bench_op.py --device cuda --min-time 0.2 --json "$OUT/bench_fp32.json" || status=1
-timeout 60 "$PYTHON" scripts/bench_op.py --device cuda --dtype bfloat16 --backends unfold cuda --min-time 0.2 \
+timeout 200 "$PYTHON" scripts/bench_op.py --device cuda --min-time 0.2 --json "$OUT/bench_fp32.json" || status=1
+timeout 100 "$PYTHON" scripts/bench_op.py --device cuda --dtype bfloat16 --backends unfold cuda --min-time 0.2 \
   --json "$OUT/bench_bf16.json" || status=1
 
 echo
