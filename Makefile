@@ -6,7 +6,7 @@ VENV        ?= .venv
 PYTHON      ?= python3
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS      ?= mm,test
+EXTRAS      ?= mm,test,cuda12
 PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 

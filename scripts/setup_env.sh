@@ -7,7 +7,7 @@
 #   PYTHON        interpreter that creates it                      (python3)
 #   TORCH_SPEC    pip requirement for torch                        (torch==2.13.0)
 #   TORCH_INDEX   extra index for torch, e.g. a CUDA wheel index   (none)
-#   EXTRAS        extras of involution_ops to install              (mm,test)
+#   EXTRAS        extras of involution_ops to install              (mm,test,cuda12)
 #   WHEEL_CACHE   where the mmcv wheel built from source is kept   (~/.cache/involution_ops/wheels)
 set -euo pipefail
 
@@ -15,7 +15,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 TORCH_INDEX=${TORCH_INDEX:-}
-EXTRAS=${EXTRAS:-mm,test}
+EXTRAS=${EXTRAS:-mm,test,cuda12}
 WHEEL_CACHE=${WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/involution_ops/wheels}
 MMCV_VERSION=2.1.0
 
