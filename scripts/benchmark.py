@@ -52,9 +52,10 @@ SUITES = {
         groups={"fpn": ["fpn_red50", "fpn_red50_neck"], "upernet": ["upernet_red50"]},
         baselines={"fpn": ["fpn_r50"], "upernet": ["upernet_r50"]}),
 }
-CONVERT_HINT = ("convert the PaddleClas RedNet-50 ImageNet weights once with "
-                "`python scripts/convert_checkpoint.py <RedNet50_pretrained.pdparams> {path}`, "
-                "or point PRETRAINED=/path/to/rednet50.pth at weights you have")
+CONVERT_HINT = ("download PaddleClas' RedNet-50 ImageNet weights "
+                "(https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/RedNet50_pretrained.pdparams) and "
+                "convert them once with `python scripts/convert_checkpoint.py paddleclas "
+                "RedNet50_pretrained.pdparams {path}`, or point PRETRAINED=/path/to/rednet50.pth at weights you have")
 
 
 class PreflightError(RuntimeError):

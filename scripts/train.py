@@ -209,7 +209,8 @@ def build_runner(cfg: Any) -> Any:
         return RUNNERS.build(cfg)
     if not _cuda() and cfg.launcher != "none":
         # DDP on CPU must not be given device ids (mmengine defaults them to LOCAL_RANK).
-        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get("find_unused_parameters", False))
     return Runner.from_cfg(cfg)
 
 
