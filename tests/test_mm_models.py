@@ -435,6 +435,19 @@ def test_rednet_pretrained_init_cfg_loads_through_mmengine(tmp_path):
         for (name, got), want in zip(backbone.state_dict().items(), source.state_dict().values()):
             assert torch.equal(got, want), name
 
+    # an ImageNet checkpoint (3x3 stem involution) into the detection backbone (7x7):
+    # everything loads but the stem involution's kernel-generating conv, left as built
+    imagenet = TorchRedNet(26, stem_kernel_size=3)
+    with torch.no_grad():
+        for p in imagenet.parameters():
+            p.normal_()
+    torch.save(imagenet.state_dict(), tmp_path / "imagenet.pth")
+    backbone = build_backbone(init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "imagenet.pth")))
+    backbone.init_weights()
+    got, want = backbone.state_dict(), imagenet.state_dict()
+    skipped = sorted(k for k in got if got[k].shape != want[k].shape or not torch.equal(got[k], want[k]))
+    assert skipped == ["stem.1.conv2.conv.bias", "stem.1.conv2.conv.weight"]
+
     with pytest.warns(DeprecationWarning, match="init_cfg"):
         legacy = build_backbone(pretrained=str(plain))
     assert legacy.init_cfg == dict(type="Pretrained", checkpoint=str(plain))
