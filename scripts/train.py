@@ -211,7 +211,30 @@ def build_runner(cfg: Any) -> Any:
         # DDP on CPU must not be given device ids (mmengine defaults them to LOCAL_RANK).
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
                                      find_unused_parameters=cfg.get("find_unused_parameters", False))
+        sync_bn_to_bn(cfg.model)  # (SEG) DDP refuses SyncBN modules off the GPU
     return Runner.from_cfg(cfg)
+
+
+def sync_bn_to_bn(model_cfg: Any) -> None:
+    """(SEG) Turn every SyncBN norm_cfg into BN in place: the segmentation configs use SyncBN, which
+    needs CUDA; CPU processes (gloo) then normalise each over its own batch, and say so."""
+    changed = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("SyncBN", "MMSyncBN"):
+                node["type"] = "BN"
+                changed.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, f"{path}.{index}")
+
+    walk(model_cfg, "model")
+    if changed and is_main_process():
+        print(f"[train] no CUDA: SyncBN -> BN in {', '.join(sorted(set(changed)))} "
+              "(each process normalises over its own batch)", flush=True)
 
 
 def is_main_process() -> bool:
