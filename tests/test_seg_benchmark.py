@@ -177,3 +177,14 @@ def test_ckpt_evaluation_reproduces_the_recorded_miou(resumed_run):
     assert evaluated["iterations"] == ITERS and evaluated["name"] == CONFIG
     assert evaluated["metrics"] == trained["metrics"]  # mIoU, mAcc, aAcc and every class IoU
     assert evaluated["metrics"]["mIoU"] > 0
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_uses_bn_for_syncbn(tmp_path, toy_root):
+    """GPUS=2 on a CPU: two gloo processes; the configs' SyncBN (CUDA only) becomes BN, announced."""
+    output = _run(_command(tmp_path, "--gpus", "2", "--master-port", "29767",
+                           options=["train_cfg.max_iters=2", "param_scheduler.0.end=2", *TINY]))
+    assert "SyncBN -> BN" in output
+    (record,) = _records(tmp_path)
+    assert record["world_size"] == 2 and record["iterations"] == 2 and record["dataset"] == "toy"
+    assert {"mIoU", "mAcc", "aAcc", "per_class_IoU"} <= set(record["metrics"])
