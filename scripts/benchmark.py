@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ CONVERT_HINT = ("download PaddleClas' RedNet-50 ImageNet weights "
                 "(https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/RedNet50_pretrained.pdparams) and "
                 "convert them once with `python scripts/convert_checkpoint.py paddleclas "
                 "RedNet50_pretrained.pdparams {path}`, or point PRETRAINED=/path/to/rednet50.pth at weights you have")
+
+
+QUIET_WARNINGS = "ignore:pkg_resources is deprecated:UserWarning"
 
 
 class PreflightError(RuntimeError):
@@ -376,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # mmengine 0.10.7 imports pkg_resources, whose deprecation warning would repeat in every process
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     if args.slurm_partition and args.nnodes == 1 and args.master_port != 29500:
         env["MASTER_PORT"] = str(args.master_port)
     try:

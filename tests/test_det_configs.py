@@ -2,6 +2,7 @@
 iteration and runs one test pass through mmengine's Runner on the built-in data (CPU)."""
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ BASELINES = ["retinanet_r50_fpn", "faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn"]
 CLIP = {"retinanet_red50_neck_fpn": 40, "faster_rcnn_red50_neck_fpn_head": 5, "mask_rcnn_red50_neck_fpn_head": 5}
 
 
+@functools.lru_cache(maxsize=None)
 def _full(model: str) -> Config:
     return Config.fromfile(str(ROOT / "det_configs" / f"{model}_1x_coco.py"))
 
