@@ -266,14 +266,43 @@ def check_cityscapes(cfg: Any) -> None:
                     "Fix: extract the complete gtFine archive and regenerate the train-id labels")
             raise PreflightError(f"{len(missing)} of {len(images)} images in {image_dir} have no *{seg_suffix} "
                                  f"label in {label_dir} (e.g. for {missing[0].name}). {hint}")
-    classes = None
-    for _, dataset in _dataset_cfgs(cfg):
-        classes = (dataset.get("metainfo") or {}).get("classes") or classes
-    expected = len(classes) if classes else 19
+        labels = [(label_dir / p.relative_to(image_dir)).with_name(p.name[:-len(img_suffix)] + seg_suffix)
+                  for p in images[:3]]
+        _check_cityscapes_samples(images[:1], labels, num_classes=len(_cityscapes_classes(cfg)))
+    classes = _cityscapes_classes(cfg)
+    expected = len(classes)
     bad = sorted(n for n in heads if n != expected)
     if bad:
         raise PreflightError(f"the model predicts {bad[0]} classes but Cityscapes has {expected} train classes. "
                              f"Fix: set decode_head.num_classes (and auxiliary_head) to {expected}")
+
+
+def _cityscapes_classes(cfg: Any) -> tuple:
+    """(SEG) The dataset's classes: metainfo.classes of the config, else Cityscapes' 19 train classes."""
+    classes = None
+    for _, dataset in _dataset_cfgs(cfg):
+        classes = (dataset.get("metainfo") or {}).get("classes") or classes
+    return tuple(classes) if classes else make_toy_data.CITYSCAPES_CLASSES
+
+
+def _check_cityscapes_samples(images: list[Path], labels: list[Path], num_classes: int) -> None:
+    """(SEG) A few files open, and the labels hold train ids (0..num_classes-1 and 255), not raw label ids."""
+    import numpy as np
+    from PIL import Image
+
+    for path in images + labels:
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image)
+        except Exception as error:  # PIL raises several types for a truncated or foreign file
+            raise PreflightError(f"cannot read {path} ({error}). Fix: extract that archive again") from None
+        if path in labels:
+            values = set(np.unique(array).tolist()) - {255}
+            if array.ndim != 2 or max(values, default=0) >= num_classes:
+                raise PreflightError(
+                    f"{path} does not hold train ids (0-{num_classes - 1}, 255 = ignore): found "
+                    f"{'a colour image' if array.ndim != 2 else f'value {max(values)}'}. Fix: regenerate the "
+                    f"*_labelTrainIds.png files with `python -m cityscapesscripts.preparation.createTrainIdLabelImgs`")
 
 
 def check_pretrained(cfg: Any, args: argparse.Namespace, dataset: str) -> None:

@@ -87,6 +87,24 @@ def test_labels_without_train_ids_point_at_cityscapesscripts(cityscapes_copy, mo
     assert "_gtFine_labelTrainIds.png" in err and "createTrainIdLabelImgs" in err
 
 
+def test_labels_holding_raw_label_ids(cityscapes_copy, monkeypatch, capsys):
+    """Full Cityscapes ids (e.g. 26 = car) saved under the train-id name are caught before training."""
+    import numpy as np
+    from PIL import Image
+
+    label = sorted((cityscapes_copy / "gtFine" / "train").rglob("*_gtFine_labelTrainIds.png"))[0]
+    Image.fromarray(np.full((8, 8), 26, dtype=np.uint8)).save(label)
+    err = _preflight(monkeypatch, capsys, cityscapes_copy)
+    assert str(label) in err and "value 26" in err and "createTrainIdLabelImgs" in err
+
+
+def test_corrupt_image(cityscapes_copy, monkeypatch, capsys):
+    image = sorted((cityscapes_copy / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[0]
+    image.write_bytes(image.read_bytes()[:40])
+    err = _preflight(monkeypatch, capsys, cityscapes_copy)
+    assert f"cannot read {image}" in err and "Fix" in err
+
+
 def test_class_count_mismatch(cityscapes_copy, monkeypatch, capsys):
     err = _preflight(monkeypatch, capsys, cityscapes_copy, "--cfg-options", "model.decode_head.num_classes=5")
     assert "predicts 5 classes" in err and "19" in err and "num_classes" in err
