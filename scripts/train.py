@@ -101,7 +101,9 @@ def prepare_config(args: argparse.Namespace) -> Any:
     cfg.work_dir = str(Path(args.work_dir).resolve())  # chosen by choose_run_dir
     if args.data:
         set_data_root(cfg, args.data)
-    if args.pretrained:
+    if args.pretrained and cfg.model.backbone.get("type") == "RedNet":
+        # (SEG) ImageNet *RedNet* weights: the ResNet-50 baselines keep their own (mmseg's would
+        # otherwise get both `pretrained` and `init_cfg` and refuse to build)
         cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=args.pretrained)
     cfg.randomness = dict(seed=args.seed, deterministic=bool(args.deterministic))
     cfg.launcher = args.launcher
