@@ -39,10 +39,10 @@ def norm_layer_from_cfg(norm_cfg: dict) -> Callable[[int], nn.Module]:
             f"norm_cfg must be a dict with a 'type', e.g. dict(type='BN', requires_grad=True); got {norm_cfg!r}"
         )
     norm_cfg = dict(norm_cfg)
-    if norm_cfg["type"] in ("SyncBN", "MMSyncBN") and get_world_size() == 1:
+    if norm_cfg["type"] == "SyncBN" and get_world_size() == 1:
         print_log(
-            f"RedNet: norm_cfg type {norm_cfg['type']} in a single-process run computes plain "
-            "batch-norm statistics (mmengine's Runner also reverts SyncBN to BN when not distributed).",
+            "RedNet: SyncBN in a single-process run computes plain batch-norm statistics "
+            "(and mmengine's Runner reverts SyncBN to BN when it is not distributed).",
             logger="current",
         )
 

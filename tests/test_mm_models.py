@@ -172,9 +172,9 @@ KNOWN_PARAMS = {
 }
 
 
-# backward (every trainable parameter gets a finite gradient) only where involutions
-# sit in the neck and heads: the rest is mmdet's and mmseg's own, tested there.
-BACKWARD = {"retinanet_red50_neck_fpn", "mask_rcnn_red50_neck_fpn_head", "fpn_red50_neck"}
+# backward (every trainable parameter gets a finite gradient) once, on the model with
+# involutions in backbone, neck, RPN head and mask head: CPU backward is the slow part.
+BACKWARD = {"mask_rcnn_red50_neck_fpn_head"}
 
 
 @pytest.mark.parametrize("name", DET_NAMES)
