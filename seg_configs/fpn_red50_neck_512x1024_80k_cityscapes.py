@@ -8,6 +8,9 @@ _base_ = [
 ]
 
 crop_size = (512, 1024)
+# The paper's batch: 4 GPUs x 2 images; `--cfg-options auto_scale_lr.enable=True` scales the lr
+# linearly for another GPU count.
+auto_scale_lr = dict(enable=False, base_batch_size=8)
 # ImageNet RedNet-50 (convert PaddleClas weights with scripts/convert_checkpoint.py);
 # `make ... PRETRAINED=path` points it elsewhere.
 model = dict(

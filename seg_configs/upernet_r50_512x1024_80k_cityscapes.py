@@ -8,6 +8,9 @@ _base_ = [
 ]
 
 crop_size = (512, 1024)
+# The paper's batch: 4 GPUs x 2 images; `--cfg-options auto_scale_lr.enable=True` scales the lr
+# linearly for another GPU count.
+auto_scale_lr = dict(enable=False, base_batch_size=8)
 model = dict(data_preprocessor=dict(size=crop_size))
 
 # mmseg's IoU metric that also returns per-class IoU (for the run records)

@@ -41,7 +41,7 @@ def test_full_config_follows_the_paper_recipe(model):
     (poly,) = cfg.param_scheduler
     assert (poly.type, poly.power, poly.eta_min, poly.end, poly.by_epoch) == ("PolyLR", 0.9, 1e-4, 80000, False)
     assert cfg.train_cfg.max_iters == 80000
-    assert cfg.train_dataloader.batch_size == 2
+    assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 8
     crop = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == "RandomCrop")
     assert tuple(crop.crop_size) == (512, 1024) and tuple(cfg.model.data_preprocessor.size) == (512, 1024)
     assert cfg.model.test_cfg.mode == "whole"
