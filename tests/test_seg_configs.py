@@ -159,3 +159,25 @@ def test_toy_variant_trains_and_infers_whole_images(model, toy_root, tmp_path):
 
     metrics = runner.test()
     assert {"mIoU", "mAcc", "aAcc", "IoU.road"} <= set(metrics)
+
+
+def test_full_config_data_pipeline_on_a_cityscapes_layout(toy_root):
+    """The real-data path: mmseg's CityscapesDataset finds the layout, crops 512x1024 for training
+    and tests on the whole image resized to 2048x1024 (the toy scenes stand in for Cityscapes)."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    init_default_scope("mmseg")
+    cfg = _full("fpn_red50")
+    train.set_data_root(cfg, str(toy_root))
+    train_set = DATASETS.build(cfg.train_dataloader.dataset)
+    test_set = DATASETS.build(cfg.test_dataloader.dataset)
+    assert len(train_set) == make_toy_data.DEFAULTS["cityscapes"]["train"]
+    assert len(test_set) == make_toy_data.DEFAULTS["cityscapes"]["val"]
+    assert len(train_set.metainfo["classes"]) == 19
+    sample = train_set[0]
+    assert tuple(sample["inputs"].shape) == (3, 512, 1024)
+    assert tuple(sample["data_samples"].gt_sem_seg.data.shape) == (1, 512, 1024)
+    sample = test_set[0]
+    assert tuple(sample["inputs"].shape) == (3, 1024, 2048)
+    assert sample["data_samples"].ori_shape == (128, 256)
