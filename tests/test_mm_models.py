@@ -9,6 +9,7 @@ importing the adapters writes nothing into site-packages.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -77,6 +78,12 @@ def build_seg(name: str):
     cfg.model.data_preprocessor.size = (SIZE, SIZE)  # the runnable configs set the crop size
     init_default_scope("mmseg")
     return cfg, MODELS.build(cfg.model)
+
+
+def models_registry(scope: str):
+    """mmdet's or mmseg's MODELS, with our types registered."""
+    importlib.import_module(f"involution_ops.{scope}")
+    return importlib.import_module(f"{scope}.registry").MODELS
 
 
 def trainable_m(model: torch.nn.Module) -> float:
@@ -271,8 +278,7 @@ def reference_involution(module: Involution, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("scope", ["mmdet", "mmseg"])
 @pytest.mark.parametrize("retina", [True, False])
 def test_involution_fpn_matches_paper_and_official_names(scope, retina):
-    registry = __import__(f"{scope}.registry", fromlist=["MODELS"]).MODELS
-    __import__(f"involution_ops.{scope}")
+    registry = models_registry(scope)
     in_channels = [256, 512, 1024, 2048]
     kwargs = dict(start_level=1, add_extra_convs="on_input", num_outs=5) if retina else dict(num_outs=5)
     if scope == "mmseg" and not retina:
@@ -377,8 +383,7 @@ def test_involution_mask_head_matches_paper_and_official_names():
 
 
 def build_backbone(scope: str = "mmdet", **kwargs):
-    registry = __import__(f"{scope}.registry", fromlist=["MODELS"]).MODELS
-    __import__(f"involution_ops.{scope}")
+    registry = models_registry(scope)
     return registry.build(dict(type="RedNet", depth=kwargs.pop("depth", 26), **kwargs))
 
 
