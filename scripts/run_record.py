@@ -45,7 +45,8 @@ def metrics_from_mm(raw: dict[str, Any]) -> dict[str, Any]:
         short = key.split("/", 1)[-1]
         for task in ("bbox", "segm"):
             suffix = short[len(task) + 1:] if short.startswith(task + "_") else None
-            if suffix in _COCO_KEYS and _finite(value) is not None:
+            # pycocotools reports -1 when no ground truth falls in an area range: not applicable
+            if suffix in _COCO_KEYS and _finite(value) is not None and float(value) >= 0:
                 metrics[f"{task}_{_COCO_KEYS[suffix]}"] = round(100.0 * float(value), 2)
         if short in _SEG_KEYS and _finite(value) is not None:
             metrics[short] = round(float(value), 2)

@@ -24,8 +24,8 @@ def test_metrics_from_mmdet_and_mmseg_keys():
            "coco/segm_mAP": 0.357, "coco/segm_mAP_l": -1.0, "coco/bbox_mAP_copypaste": "0.382 0.571"}
     metrics = run_record.metrics_from_mm(det)
     assert metrics["bbox_AP"] == 38.2 and metrics["bbox_AP50"] == 57.1 and metrics["bbox_APl"] == 50.0
-    assert metrics["segm_AP"] == 35.7
-    assert "bbox_AP_copypaste" not in metrics and len(metrics) == 8
+    assert metrics["segm_AP"] == 35.7 and "segm_APl" not in metrics  # -1: no object of that size
+    assert "bbox_AP_copypaste" not in metrics and len(metrics) == 7
     seg = {"aAcc": 95.5, "mIoU": 78.04, "mAcc": 85.1, "IoU.road": 97.12, "IoU.sky": float("nan")}
     metrics = run_record.metrics_from_mm(seg)
     assert metrics == {"aAcc": 95.5, "mIoU": 78.04, "mAcc": 85.1, "per_class_IoU": {"road": 97.12}}
