@@ -107,13 +107,12 @@ class RedNet(TorchRedNet, BaseModule):
                 stacklevel=2,
             )
             init_cfg = dict(type="Pretrained", checkpoint=pretrained)
-        configured_norm = norm_layer_from_cfg(norm_cfg)
         super().__init__(
             depth,
             num_classes=0,
             out_indices=out_indices,
             frozen_stages=frozen_stages,
-            norm_layer=nn.BatchNorm2d,  # the configured norm replaces the ResNet norms below
+            norm_layer=norm_layer_from_cfg(norm_cfg),  # involution internals stay plain BN, as official
             norm_eval=norm_eval,
             with_cp=with_cp,
             zero_init_residual=zero_init_residual,
@@ -124,27 +123,10 @@ class RedNet(TorchRedNet, BaseModule):
             base_channels=base_channels,
             stem_kernel_size=stem_kernel_size,
         )
-        self._use_configured_norm(configured_norm)
         # The torch constructor ran BaseModule.__init__ with no init_cfg (cooperative
         # super()); the configured one is set now.
         self.init_cfg = copy.deepcopy(init_cfg)
         self.norm_cfg = norm_cfg
-
-    def _use_configured_norm(self, build: Callable[[int], nn.Module]) -> None:
-        """norm_cfg applies to the ResNet norms (stem convs, bn1-3, downsample) only.
-
-        As in the official backbone, the norm after the stem involution and the one
-        in each involution's kernel generation stay plain BatchNorm2d whatever
-        norm_cfg says (they normalise as few as 8 channels, too few for GN(32)).
-        """
-        plain = {id(self.stem[2])}
-        plain.update(id(m) for inv in self.modules() if isinstance(inv, Involution) for m in inv.modules())
-        for name, module in list(self.named_modules()):
-            if isinstance(module, nn.BatchNorm2d) and id(module) not in plain:
-                parent, _, child = name.rpartition(".")
-                setattr(self.get_submodule(parent), child, build(module.num_features))
-        TorchRedNet.init_weights(self)  # the new norms: ones/zeros, zero-init residual
-        self._freeze_stages()
 
     def init_weights(self) -> None:
         """The official initialisation, or mmengine's (e.g. Pretrained) when init_cfg is set.

@@ -52,6 +52,7 @@ class Bottleneck(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         with_cp: bool = False,
         kernel_size: int = 7,
+        involution_norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         mid_channels = out_channels // EXPANSION
@@ -61,7 +62,7 @@ class Bottleneck(nn.Module):
         self.with_cp = with_cp
         self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
         self.bn1 = norm_layer(mid_channels)
-        self.conv2 = Involution(mid_channels, kernel_size, stride, norm_layer=norm_layer, dilation=dilation)
+        self.conv2 = Involution(mid_channels, kernel_size, stride, norm_layer=involution_norm_layer, dilation=dilation)
         self.bn2 = norm_layer(mid_channels)
         self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False)
         self.bn3 = norm_layer(out_channels)
@@ -99,7 +100,11 @@ class RedNet(nn.Module):
         frozen_stages: -1 freezes nothing; n >= 0 freezes the stem and stages 1..n
             (no gradients, kept in eval mode even under ``train()``).
         norm_layer: callable building a norm from a channel count (e.g. nn.BatchNorm2d,
-            nn.SyncBatchNorm, ``partial(nn.GroupNorm, 32)``); used everywhere.
+            nn.SyncBatchNorm, ``partial(nn.GroupNorm, 32)``) for the ResNet norms: stem
+            convs, bn1-bn3 of every bottleneck and the shortcut.
+        involution_norm_layer: the norm inside each involution's kernel generation and
+            after the stem involution. Plain BatchNorm2d in the official code whatever
+            the ResNet norm (it normalises as few as 8 channels, too few for GN(32)).
         norm_eval: keep every batch norm in eval mode (frozen statistics) during training.
         with_cp: gradient checkpointing of each bottleneck (less memory, more compute).
         zero_init_residual: start every bottleneck's last norm at zero (identity blocks).
@@ -126,6 +131,7 @@ class RedNet(nn.Module):
         stem_channels: int = 64,
         base_channels: int = 64,
         stem_kernel_size: int = 3,
+        involution_norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
@@ -149,8 +155,8 @@ class RedNet(nn.Module):
         half = stem_channels // 2
         self.stem = nn.Sequential(
             ConvNormAct(in_channels, half, 3, stride=2, padding=1, norm_layer=norm_layer),
-            Involution(half, stem_kernel_size, 1, norm_layer=norm_layer),
-            norm_layer(half),
+            Involution(half, stem_kernel_size, 1, norm_layer=involution_norm_layer),
+            involution_norm_layer(half),
             nn.ReLU(inplace=True),
             ConvNormAct(half, stem_channels, 3, padding=1, norm_layer=norm_layer),
         )
@@ -168,6 +174,7 @@ class RedNet(nn.Module):
                     dilation=dilations[index],
                     norm_layer=norm_layer,
                     with_cp=with_cp,
+                    involution_norm_layer=involution_norm_layer,
                 )
                 for b in range(num_blocks)
             ]

@@ -187,31 +187,11 @@ def det_row(model_name: str) -> dict:
     return _row(det_name(model_name), "coco", config, INPUT_SHAPES["coco"], count_detector(model_name))
 
 
-def count_segmentor(model_name: str, official_plain_norms: bool = False) -> Complexity:
+def count_segmentor(model_name: str) -> Complexity:
     model = _build_from_config(ROOT / "seg_configs/_base_/models" / f"{model_name}.py", "mmseg")
-    if official_plain_norms:
-        _use_official_plain_norms(model)
     image = _image(INPUT_SHAPES["cityscapes"])
     # mmseg 0.x `forward_dummy`: backbone and decode head (the final resize is not a module)
     return measure(model, lambda: model.decode_head(model.extract_feat(image)))
-
-
-def _use_official_plain_norms(model: nn.Module) -> None:
-    """The official RedNet hard-codes plain BatchNorm2d after the stem involution and
-    inside every involution (kernel generation), whatever the configured norm; ours
-    uses the configured norm (SyncBN in the segmentation configs) everywhere."""
-    from involution_ops import Involution
-
-    def plain(norm: nn.Module) -> nn.Module:
-        if isinstance(norm, nn.modules.batchnorm._BatchNorm) and type(norm) is not nn.BatchNorm2d:
-            return nn.BatchNorm2d(norm.num_features, device=DEVICE)
-        return norm
-
-    for module in model.modules():
-        if isinstance(module, Involution):
-            module.conv1.bn = plain(module.conv1.bn)
-        elif isinstance(module, RedNet):
-            module.stem[2] = plain(module.stem[2])
 
 
 def seg_row(model_name: str) -> dict:
@@ -321,20 +301,6 @@ def diagnostic_notes(rows: list[dict], paper: dict[str, dict], progress: Callabl
             f"counters listed) gives {versus(with_wrappers, name)}. The other detectors' published figures "
             "match the exact-type convention, so this row keeps it."
         )
-
-    seg = [m for m in ("fpn_red50", "fpn_red50_neck", "upernet_red50") if seg_name(m) in by_name]
-    if seg:
-        progress("diagnostics: segmentors with the official plain-BN norms in the stem and involutions")
-        counts = {m: count_segmentor(m, official_plain_norms=True).gflops_paper for m in seg}
-        text = (
-            "the official RedNet keeps plain BatchNorm2d after the stem involution and inside every "
-            "involution whatever the configured norm; ours uses the configured SyncBN there too, which the "
-            "2021 counter did not list (so it counts no SyncBN). With the official plain BN these count "
-            + ", ".join(f"{seg_name(m)} {versus(v, seg_name(m))}" for m, v in counts.items())
-            + "."
-        )
-        for m in counts:
-            notes[seg_name(m)] = text
 
     for name, row in by_name.items():
         published = paper.get(name, {})
