@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .ops import involution
@@ -45,6 +46,12 @@ class ConvNormAct(nn.Module):
         return self.activate(self.bn(self.conv(x)))
 
 
+def _tracing() -> bool:
+    fx = torch.fx._symbolic_trace
+    symbolic = fx.is_fx_symbolic_tracing() if hasattr(fx, "is_fx_symbolic_tracing") else fx.is_fx_tracing()
+    return torch.jit.is_tracing() or symbolic
+
+
 class Involution(nn.Module):
     """Involution layer (Li et al., CVPR 2021).
 
@@ -57,6 +64,10 @@ class Involution(nn.Module):
     odd input and stride 2 the official average pool dropped the last row/column
     and the operator failed; here the pool keeps the partial edge window (its mean
     over the pixels that exist), so even sizes give exactly the official result.
+
+    In training, ``recompute_kernel`` (default) keeps only the reduced features for
+    the backward pass and regenerates the K*K*G-channel kernel map there (one 1x1
+    conv): the same result, without keeping the largest tensor of the block.
     """
 
     def __init__(
@@ -69,6 +80,7 @@ class Involution(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: ActLayer = nn.ReLU,
         dilation: int = 1,
+        recompute_kernel: bool = True,
     ) -> None:
         super().__init__()
         if channels <= 0 or channels % group_channels != 0:
@@ -92,6 +104,7 @@ class Involution(nn.Module):
         self.reduction_ratio = reduction_ratio
         self.group_channels = group_channels
         self.groups = channels // group_channels
+        self.recompute_kernel = recompute_kernel
         self.padding = dilation * (kernel_size - 1) // 2
 
         # ceil_mode keeps the partial edge window so the map is ceil(H / s) tall,
@@ -104,16 +117,29 @@ class Involution(nn.Module):
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         """The generated kernels, shape (N, G, K, K, Ho, Wo)."""
-        weight = self.conv2(self.conv1(self.avgpool(x)))
+        return self._expand(self.conv1(self.avgpool(x)))
+
+    def _expand(self, reduced: torch.Tensor) -> torch.Tensor:
+        weight = self.conv2(reduced)
         n, _, h, w = weight.shape
         return weight.view(n, self.groups, self.kernel_size, self.kernel_size, h, w)
 
+    def _aggregate(self, x: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
+        return involution(x, self._expand(reduced), self.stride, self.padding, self.dilation)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.channels:
+        tracing = _tracing()
+        if not tracing and (x.dim() != 4 or x.shape[1] != self.channels):
             raise ValueError(
                 f"Involution expects input (N, {self.channels}, H, W), got {tuple(x.shape)}"
             )
-        return involution(x, self.kernel(x), self.stride, self.padding, self.dilation)
+        reduced = self.conv1(self.avgpool(x))
+        if self.recompute_kernel and self.training and torch.is_grad_enabled() and not tracing:
+            # The kernel map has K*K*G = ~3x the block's channels per pixel, the largest
+            # tensor training would keep; regenerate it in backward from the reduced
+            # features (kept anyway). conv2 has no norm, so nothing is updated twice.
+            return torch.utils.checkpoint.checkpoint(self._aggregate, x, reduced, use_reentrant=False)
+        return self._aggregate(x, reduced)
 
     def extra_repr(self) -> str:
         return (

@@ -2,6 +2,7 @@
 an unfold-based re-derivation of the paper's formula, odd sizes, dilation, errors."""
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -122,3 +123,37 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_wrong_input_channels_are_named():
     with pytest.raises(ValueError, match=r"\(N, 32, H, W\)"):
         Involution(32)(torch.randn(1, 16, 8, 8))
+
+
+def test_recomputed_kernel_map_gives_identical_training_step():
+    """Regenerating the kernel map in backward (the default) changes memory, nothing else:
+    same outputs, same gradients, batch-norm statistics updated once."""
+    torch.manual_seed(0)
+    kept = Involution(32, kernel_size=7, stride=2, recompute_kernel=False).train()
+    recomputed = copy.deepcopy(kept)
+    recomputed.recompute_kernel = True
+    x = torch.randn(2, 32, 11, 9)
+    outputs, grads = [], []
+    for module in (kept, recomputed):
+        inp = x.clone().requires_grad_(True)
+        out = module(inp)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append([inp.grad] + [p.grad for p in module.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    for key, value in kept.state_dict().items():
+        torch.testing.assert_close(recomputed.state_dict()[key], value)
+    assert recomputed.conv1.bn.num_batches_tracked.item() == 1
+
+
+def test_module_traces_to_one_involution_op_with_fx_and_jit():
+    module = Involution(16, kernel_size=3, stride=2).eval()
+    x = torch.randn(2, 16, 9, 8)
+    graph_module = torch.fx.symbolic_trace(module)
+    calls = [n for n in graph_module.graph.nodes if n.op == "call_function" and "involution" in str(n.target)]
+    assert len(calls) == 1
+    torch.testing.assert_close(graph_module(x), module(x))
+    traced = torch.jit.trace(module, x)
+    torch.testing.assert_close(traced(x), module(x))
