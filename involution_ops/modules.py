@@ -65,9 +65,10 @@ class Involution(nn.Module):
     and the operator failed; here the pool keeps the partial edge window (its mean
     over the pixels that exist), so even sizes give exactly the official result.
 
-    In training, ``recompute_kernel`` (default) keeps only the reduced features for
-    the backward pass and regenerates the K*K*G-channel kernel map there (one 1x1
-    conv): the same result, without keeping the largest tensor of the block.
+    In training, ``recompute_kernel`` (default) regenerates the K*K*G-channel kernel
+    map in the backward pass instead of keeping it (the largest tensor of the block):
+    the same result with less memory. Kernel generation with an eval-mode norm (as
+    under ``norm_eval``) is regenerated whole from the input.
     """
 
     def __init__(
@@ -127,19 +128,33 @@ class Involution(nn.Module):
     def _aggregate(self, x: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
         return involution(x, self._expand(reduced), self.stride, self.padding, self.dilation)
 
+    def _aggregate_from_input(self, x: torch.Tensor) -> torch.Tensor:
+        return involution(x, self.kernel(x), self.stride, self.padding, self.dilation)
+
+    def _reduction_updates_state(self) -> bool:
+        """Whether running conv1 again would change something (batch-norm statistics, or
+        the collectives of a training SyncBatchNorm)."""
+        return any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+            for m in self.conv1.modules()
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tracing = _tracing()
         if not tracing and (x.dim() != 4 or x.shape[1] != self.channels):
             raise ValueError(
                 f"Involution expects input (N, {self.channels}, H, W), got {tuple(x.shape)}"
             )
+        if not (self.recompute_kernel and self.training and torch.is_grad_enabled() and not tracing):
+            return self._aggregate_from_input(x)
+        # The kernel map has K*K*G = ~3x the block's channels per pixel, the largest tensor
+        # training would keep: regenerate it in backward. When conv1's norm updates nothing
+        # (eval-mode BN, as with norm_eval), the whole kernel generation is regenerated from x;
+        # otherwise conv1 runs once and only conv2 (no norm) is regenerated.
+        if not self._reduction_updates_state():
+            return torch.utils.checkpoint.checkpoint(self._aggregate_from_input, x, use_reentrant=False)
         reduced = self.conv1(self.avgpool(x))
-        if self.recompute_kernel and self.training and torch.is_grad_enabled() and not tracing:
-            # The kernel map has K*K*G = ~3x the block's channels per pixel, the largest
-            # tensor training would keep; regenerate it in backward from the reduced
-            # features (kept anyway). conv2 has no norm, so nothing is updated twice.
-            return torch.utils.checkpoint.checkpoint(self._aggregate, x, reduced, use_reentrant=False)
-        return self._aggregate(x, reduced)
+        return torch.utils.checkpoint.checkpoint(self._aggregate, x, reduced, use_reentrant=False)
 
     def extra_repr(self) -> str:
         return (

@@ -188,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         r = results[name]
         print(f"  {name:20s} params {params:6.2f} M | forward {r['forward_s']:7.3f} s (cpu {r['forward_cpu_s']:7.3f} s)"
               f" | train step {r['train_step_s']:7.3f} s (cpu {r['train_step_cpu_s']:7.3f} s)"
-              f" | train-step peak {r['peak_mib']:7.0f} MiB", flush=True)
+              f" | train-step peak {r['peak_mib']:8.1f} MiB", flush=True)
     red, res = results["RetinaNet RedNet-50"], results["RetinaNet ResNet-50"]
     ratio = {key: red[key] / res[key] for key in red}
     print("ratios RedNet-50 / ResNet-50 (wall time; process CPU time in brackets):")
     print(f"  forward          {ratio['forward_s']:5.2f}x  ({ratio['forward_cpu_s']:5.2f}x)   target <= 1.50x: "
           f"{'met' if ratio['forward_s'] <= 1.5 else 'NOT met'}")
     print(f"  training step    {ratio['train_step_s']:5.2f}x  ({ratio['train_step_cpu_s']:5.2f}x)")
-    print(f"  train-step peak  {ratio['peak_mib']:5.2f}x            target <= 1.00x: "
+    print(f"  train-step peak  {ratio['peak_mib']:6.3f}x           target <= 1.00x: "
           f"{'met' if ratio['peak_mib'] <= 1.0 else 'NOT met'}")
     return 0
 

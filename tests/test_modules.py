@@ -125,11 +125,14 @@ def test_wrong_input_channels_are_named():
         Involution(32)(torch.randn(1, 16, 8, 8))
 
 
-def test_recomputed_kernel_map_gives_identical_training_step():
+@pytest.mark.parametrize("norm_training", [True, False], ids=["norm-updates-stats", "norm-eval"])
+def test_recomputed_kernel_map_gives_identical_training_step(norm_training):
     """Regenerating the kernel map in backward (the default) changes memory, nothing else:
-    same outputs, same gradients, batch-norm statistics updated once."""
+    same outputs, same gradients, batch-norm statistics updated once (or not at all when
+    the norm is in eval mode, as under norm_eval, where the whole generation is redone)."""
     torch.manual_seed(0)
     kept = Involution(32, kernel_size=7, stride=2, recompute_kernel=False).train()
+    kept.conv1.bn.train(norm_training)
     recomputed = copy.deepcopy(kept)
     recomputed.recompute_kernel = True
     x = torch.randn(2, 32, 11, 9)
@@ -145,7 +148,7 @@ def test_recomputed_kernel_map_gives_identical_training_step():
         torch.testing.assert_close(a, b)
     for key, value in kept.state_dict().items():
         torch.testing.assert_close(recomputed.state_dict()[key], value)
-    assert recomputed.conv1.bn.num_batches_tracked.item() == 1
+    assert recomputed.conv1.bn.num_batches_tracked.item() == int(norm_training)
 
 
 def test_module_traces_to_one_involution_op_with_fx_and_jit():
