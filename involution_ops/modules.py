@@ -109,8 +109,13 @@ class Involution(nn.Module):
         self.padding = dilation * (kernel_size - 1) // 2
 
         # ceil_mode keeps the partial edge window so the map is ceil(H / s) tall,
-        # exactly the operator's output size for odd kernels with this padding.
-        self.avgpool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        # exactly the operator's output size for odd kernels with this padding. With no
+        # padding, count_include_pad=False gives the same mean over the pixels that exist;
+        # it is set because Inductor's backward of the default divides an overhanging edge
+        # window by the full s*s (pytorch/pytorch#198119): wrong gradients under torch.compile.
+        self.avgpool = (
+            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        )
         self.conv1 = ConvNormAct(channels, channels // reduction_ratio, norm_layer=norm_layer, act_layer=act_layer)
         self.conv2 = ConvNormAct(
             channels // reduction_ratio, kernel_size * kernel_size * self.groups, norm_layer=None, act_layer=None
