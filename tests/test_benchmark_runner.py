@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark  # noqa: E402
@@ -135,7 +137,7 @@ def test_new_run_folders_are_never_reused(tmp_path):
 # ------------------------------------------------------------------ config handling (needs mmengine)
 
 def test_set_data_root_rewrites_loaders_and_evaluators():
-    config = pytest.importorskip("mmengine.config")
+    config = require.module("mmengine.config")
     cfg = config.Config.fromfile(str(ROOT / "det_configs" / "mask_rcnn_red50_fpn_1x_coco.py"))
     train.set_data_root(cfg, "/datasets/coco")
     for split in ("train", "val", "test"):
@@ -149,7 +151,7 @@ def test_set_data_root_rewrites_loaders_and_evaluators():
 
 @pytest.fixture(scope="module")
 def toy_coco(tmp_path_factory):
-    pytest.importorskip("mmdet")
+    require.module("mmdet")
     source = benchmark.make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
     copy = tmp_path_factory.mktemp("coco") / "coco"
     shutil.copytree(source, copy)
@@ -157,7 +159,7 @@ def toy_coco(tmp_path_factory):
 
 
 def _preflight(capsys, *argv):
-    pytest.importorskip("mmdet")
+    require.module("mmdet")
     code = benchmark.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
     return code, capsys.readouterr().err
 

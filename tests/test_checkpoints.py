@@ -2,7 +2,6 @@
 (built from our model with the inverse naming), incl. every error path."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from support import require
 from involution_ops import RedNet
 from involution_ops.checkpoints import CheckpointMismatchError, convert_mm2
 from involution_ops.safe_load import UnsafeFileError, load_torch_file
@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import convert_checkpoint  # noqa: E402
 
-HAS_MMDET = importlib.util.find_spec("mmdet") is not None
+HAS_MMDET = require.available("mmdet")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from support import require
 from involution_ops import Involution, RedNet
 from involution_ops.complexity import count_params, measure
 
@@ -182,8 +183,8 @@ def get_flops():
 
 @pytest.fixture(scope="module")
 def mmdet_stack():
-    pytest.importorskip("mmdet", reason="the OpenMMLab stack (make setup) is needed for detector rows")
-    pytest.importorskip("mmseg", reason="the OpenMMLab stack (make setup) is needed for segmentor rows")
+    require.module("mmdet")
+    require.module("mmseg")
 
 
 def _check_row(row: dict, expected_gflops: float | None = None) -> None:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-pytest.importorskip("mmdet")
+require.module("mmdet")
 from mmengine.config import Config  # noqa: E402
 
 import benchmark  # noqa: E402

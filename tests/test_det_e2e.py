@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("mmdet")
+require.module("mmdet")
 pytestmark = pytest.mark.slow
 
 CONFIG = "retinanet_red50_neck_fpn_1x_coco"

@@ -20,8 +20,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("mmdet", reason="the OpenMMLab stack is not installed (make setup)")
-pytest.importorskip("mmseg", reason="the OpenMMLab stack is not installed (make setup)")
+from support import require
+
+require.module("mmdet")
+require.module("mmseg")
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-pytest.importorskip("mmengine")
+from support import require
+
+require.module("mmengine")
 
 import involution_ops.mmengine_compat  # noqa: E402,F401  (what custom_imports brings in)
 from involution_ops.safe_load import UnsafeFileError  # noqa: E402

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from support import require
 import involution_ops.ops.functional as functional
 from involution_ops import involution
 from involution_ops.ops import cpu
@@ -87,7 +88,7 @@ def _check_against_reference(case, backend, dtype, tol):
 def cpu_kernel():
     error = cpu.load_error()
     if error is not None:
-        pytest.skip(f"the CPU kernel cannot be built here: {error}")
+        require.missing("cpu", f"the CPU kernel cannot be built here: {error}")
     return cpu.load()
 
 
@@ -264,6 +265,28 @@ def test_unbuildable_cpu_kernel_falls_back_once_with_warning(monkeypatch):
     torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1))
     with pytest.raises(RuntimeError, match="could not be built.*no compiler"):
         involution(x, weight, 1, 1, 1, backend="cpu")
+
+
+def test_broken_cpu_kernel_source_warns_with_the_compiler_error(tmp_path, monkeypatch):
+    """A build failure reaches the user as one warning carrying the compiler's own error and the fix."""
+    csrc = tmp_path / "csrc"
+    csrc.mkdir()
+    for name in cpu.SOURCES + cpu.HEADERS:
+        (csrc / name).write_text((cpu.CSRC / name).read_text())
+    broken = csrc / cpu.SOURCES[0]
+    broken.write_text('#include "no_such_header_for_this_test.h"\n' + broken.read_text())
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    monkeypatch.delenv(functional.ENV_VAR, raising=False)
+    monkeypatch.setattr(cpu, "CSRC", csrc)
+    monkeypatch.setattr(cpu, "_module", None)
+    monkeypatch.setattr(cpu, "_error", None)
+    monkeypatch.setattr(functional, "_warned_fallback", set())
+    x, weight, _ = _make(*CASES[0])
+    with pytest.warns(RuntimeWarning) as caught:
+        involution(x, weight, 1, 1, 1)
+    message = str(caught[0].message)
+    assert "no_such_header_for_this_test.h" in message and "build stopped" not in message
+    assert "install a C++ compiler" in message and "INVOLUTION_BACKEND=reference" in message
 
 
 # --------------------------------------------------------------------------- torch.library integration

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import torch
 
+from support import require
 from involution_ops import involution
 from involution_ops.ops import cuda, nvrtc
 from involution_ops.ops.reference import involution_reference
@@ -55,7 +56,7 @@ def _pairs(s, p, d):
 def nvrtc_library():
     library = nvrtc.find_library()
     if library is None:
-        pytest.skip("no NVRTC library found: pip install nvidia-cuda-nvrtc-cu12 (the `test` extra)")
+        require.missing("nvrtc", "no NVRTC library found: pip install nvidia-cuda-nvrtc-cu12 (the `test` extra)")
     return library
 
 
@@ -73,7 +74,7 @@ def test_cuda_source_compiles_to_ptx(nvrtc_library, dtype, arch):
 
 def test_cupy_accepts_the_module_arguments():
     """The CuPy API the backend uses (CuPy 13 and 14): RawModule keywords, ExternalStream, Device."""
-    cupy = pytest.importorskip("cupy", reason="CuPy not installed (the cuda12 / cuda13 extra)")
+    cupy = require.module("cupy", "cupy")
     module = cupy.RawModule(
         code=cuda.kernel_source(), options=cuda.COMPILE_OPTIONS, name_expressions=cuda.name_expressions(torch.float32)
     )
@@ -120,7 +121,7 @@ _SCALARS = {"forward_kernel": 25, "backward_input_kernel": 25, "backward_weight_
 def emulated_kernels(tmp_path_factory):
     compiler = shutil.which("g++")
     if compiler is None:
-        pytest.skip("no g++ to build the host emulation of the CUDA kernels")
+        require.missing("cpu", "no g++ to build the host emulation of the CUDA kernels")
     source = _SHIM + cuda.kernel_source()
     for dtype, suffix in _SUFFIX.items():
         for kernel, count in _SCALARS.items():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from support import require
 from involution_ops.safe_load import UnsafeFileError, load_pdparams, load_torch_file
 
 
@@ -32,7 +33,7 @@ def test_checkpoint_with_arbitrary_callable_is_refused(tmp_path):
 
 
 def test_getattr_is_admitted_only_for_history_buffer_statistics(tmp_path):
-    history_buffer = pytest.importorskip("mmengine.logging.history_buffer").HistoryBuffer
+    history_buffer = require.module("mmengine.logging.history_buffer").HistoryBuffer
 
     class AttributeWalk:
         def __reduce__(self):

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-pytest.importorskip("mmseg")
+require.module("mmseg")
 import benchmark  # noqa: E402
 import make_toy_data  # noqa: E402
 

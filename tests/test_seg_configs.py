@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-pytest.importorskip("mmseg")
+require.module("mmseg")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from support import require
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "tables"
 PAPER = REPO / "results" / "paper.yaml"
@@ -253,7 +255,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plots_are_valid_pngs(built):
-    pytest.importorskip("matplotlib")
+    require.module("matplotlib")
     _, _, folder = built
     width, height = _png_size(folder / "complexity.png")
     assert width > 400 and height > 300
@@ -323,7 +325,7 @@ g:
 
 
 def test_simple_yaml_reader_agrees_with_pyyaml_on_paper_yaml():
-    yaml = pytest.importorskip("yaml")
+    yaml = require.module("yaml")
     text = PAPER.read_text()
     assert make_tables.load_simple_yaml(text) == yaml.safe_load(text)
 

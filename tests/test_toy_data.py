@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("PIL")
+require.module("PIL")
 spec = importlib.util.spec_from_file_location("make_toy_data", ROOT / "scripts" / "make_toy_data.py")
 toy = importlib.util.module_from_spec(spec)
 sys.modules["make_toy_data"] = toy
@@ -57,7 +59,7 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
 
 
 def test_coco_loads_and_masks_agree_with_boxes(tmp_path):
-    coco_mod = pytest.importorskip("pycocotools.coco")
+    coco_mod = require.module("pycocotools.coco")
     from PIL import Image
 
     folder = toy.ensure_toy_data(tmp_path, "coco", {"train": 6, "val": 2}, verbose=False)

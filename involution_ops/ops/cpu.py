@@ -63,7 +63,15 @@ def _try_load() -> None:
         try:
             _module = _build()
         except Exception as exc:  # no compiler, no ninja, build error: all mean "use the reference"
-            _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            _error = _summarise(exc)
+
+
+def _summarise(exc: Exception) -> str:
+    """The compiler's own error lines, not ninja's closing "build stopped" line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    diagnostics = [line for line in lines if "error:" in line]  # gcc/clang: "file:line:col: error: ..."
+    picked = diagnostics[:3] or lines[:1]
+    return f"{type(exc).__name__}: " + " | ".join(picked)
 
 
 def load_error() -> str | None:

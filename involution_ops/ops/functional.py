@@ -179,8 +179,14 @@ _warned_fallback: set[str] = set()
 def _fallback(kind: str, reason: str):
     if kind not in _warned_fallback:
         _warned_fallback.add(kind)
+        fix = {
+            "cpu": "install a C++ compiler (g++) and ninja, then restart Python (the kernel is built on first use)",
+            "cuda": "install CuPy for your CUDA version (pip install cupy-cuda12x or cupy-cuda13x)",
+        }[kind]
         warnings.warn(
-            f"involution: the {kind} kernel is unavailable ({reason}); using the slower reference implementation",
+            f"involution: the {kind} kernel is unavailable ({reason}); falling back to the reference "
+            f"implementation, which is much slower and uses more memory. Fix: {fix}; or set "
+            f"{ENV_VAR}=reference to choose the reference on purpose and silence this warning.",
             RuntimeWarning,
             stacklevel=3,
         )
