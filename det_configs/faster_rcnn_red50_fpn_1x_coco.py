@@ -1,8 +1,10 @@
 # Faster R-CNN, RedNet-50, convolution FPN and heads: paper 31.6 M, 177.9 GFLOPs, 39.5 box AP.
+# Recipe as the official config (d-li14/involution det/configs/involution/faster_rcnn_red50_fpn_1x_coco.py):
+# mmdet's schedule_1x.py, i.e. a 500-iteration linear warm-up; 8 GPUs x 2 images = batch 16.
 _base_ = [
     './_base_/models/faster_rcnn_red50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
-    './_base_/schedule_1x_paper.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
 

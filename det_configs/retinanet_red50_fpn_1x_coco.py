@@ -1,8 +1,10 @@
 # RetinaNet, RedNet-50, convolution FPN: paper 27.8 M params, 210.1 GFLOPs, 38.2 box AP.
+# Recipe as the official config (d-li14/involution det/configs/involution/retinanet_red50_fpn_1x_coco.py):
+# schedule_1x_warmup, i.e. a 2000-iteration linear warm-up; 8 GPUs x 2 images = batch 16.
 _base_ = [
     './_base_/models/retinanet_red50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
-    './_base_/schedule_1x_paper.py',
+    './_base_/schedule_1x_warmup.py',
     'mmdet::_base_/default_runtime.py',
 ]
 

@@ -1,6 +1,8 @@
 # Semantic FPN, RedNet-50 backbone, convolution neck: paper 18.5 M params, 293.9 GFLOPs, 78.0 mIoU.
 # The paper's recipe is mmseg's Cityscapes 80k recipe unchanged: crop 512x1024, 4 GPUs x 2 images,
 # SyncBN, SGD lr 0.01 momentum 0.9 wd 5e-4, poly decay (power 0.9, min 1e-4), whole-image testing.
+# Official: d-li14/involution seg/configs/involution/fpn_red50_512x1024_80k_cityscapes.py, on mmseg
+# 0.x's schedule_80k.py (no warm-up) and cityscapes.py (2 images per GPU); 4 GPUs x 2 = batch 8.
 _base_ = [
     './_base_/models/fpn_red50.py',
     'mmseg::_base_/datasets/cityscapes.py',

@@ -1,5 +1,7 @@
 # Semantic FPN, RedNet-50 backbone, FPN output convs replaced by 7x7 involutions:
 # paper 16.4 M params, 205.2 GFLOPs, 79.1 mIoU. Recipe as fpn_red50_512x1024_80k_cityscapes.py.
+# Official: d-li14/involution seg/configs/involution/fpn_red50_neck_512x1024_80k_cityscapes.py, on mmseg
+# 0.x's schedule_80k.py (no warm-up) and cityscapes.py (2 images per GPU); 4 GPUs x 2 = batch 8.
 _base_ = [
     './_base_/models/fpn_red50_neck.py',
     'mmseg::_base_/datasets/cityscapes.py',

@@ -1,5 +1,7 @@
 # UPerNet (+ auxiliary FCN head), RedNet-50 backbone: paper 56.4 M params, 1825.6 GFLOPs, 80.6 mIoU.
 # Recipe as fpn_red50_512x1024_80k_cityscapes.py (mmseg's Cityscapes 80k recipe unchanged).
+# Official: d-li14/involution seg/configs/involution/upernet_red50_512x1024_80k_cityscapes.py, on mmseg
+# 0.x's schedule_80k.py (no warm-up) and cityscapes.py (2 images per GPU); 4 GPUs x 2 = batch 8.
 _base_ = [
     './_base_/models/upernet_red50.py',
     'mmseg::_base_/datasets/cityscapes.py',

@@ -1,5 +1,6 @@
-"""Detection configs: the paper recipe in the full configs, and every toy variant trains one
-iteration and runs one test pass through mmengine's Runner on the built-in data (CPU)."""
+"""Detection configs: the paper's model and weights in the full configs (their training recipes
+are compared with the official ones in test_official_recipes.py), and every toy variant trains
+one iteration and runs one test pass through mmengine's Runner on the built-in data (CPU)."""
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,6 @@ PAPER = ["retinanet_red50_fpn", "retinanet_red50_neck_fpn", "faster_rcnn_red50_f
          "faster_rcnn_red50_neck_fpn_head", "mask_rcnn_red50_fpn", "mask_rcnn_red50_neck_fpn",
          "mask_rcnn_red50_neck_fpn_head"]
 BASELINES = ["retinanet_r50_fpn", "faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn"]
-CLIP = {"retinanet_red50_neck_fpn": 40, "faster_rcnn_red50_neck_fpn_head": 5, "mask_rcnn_red50_neck_fpn_head": 5}
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,17 +33,8 @@ def _full(model: str) -> Config:
 
 
 @pytest.mark.parametrize("model", PAPER + BASELINES)
-def test_full_config_follows_the_paper_recipe(model):
+def test_full_config_has_the_paper_model(model):
     cfg = _full(model)
-    optimizer = cfg.optim_wrapper.optimizer
-    assert optimizer.type == "SGD" and optimizer.momentum == 0.9 and optimizer.weight_decay == 1e-4
-    assert optimizer.lr == (0.01 if model.startswith("retinanet") else 0.02)
-    clip = cfg.optim_wrapper.get("clip_grad")
-    assert (clip or {}).get("max_norm") == CLIP.get(model)
-    warmup, steps = cfg.param_scheduler
-    assert (warmup.type, warmup.start_factor, warmup.end, warmup.by_epoch) == ("LinearLR", 0.001, 2000, False)
-    assert steps.milestones == [8, 11] and cfg.train_cfg.max_epochs == 12
-    assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
     backbone = cfg.model.backbone
     assert backbone.frozen_stages == 1 and backbone.norm_eval is True
     if "red50" in model:

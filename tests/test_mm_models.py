@@ -311,11 +311,62 @@ def test_involution_fpn_matches_paper_and_official_names(scope, retina):
         assert got.shape[1] == 256
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
-    # the official FPN_involution Xavier-initialised every conv, the involutions' too
-    neck.init_weights()
-    weight = neck.fpn_convs[0].conv1.conv.weight
-    bound = (6 / (256 + 64)) ** 0.5
-    assert 0.9 * bound < float(weight.abs().max()) <= bound
+
+# How the official runs' necks were effectively initialised, per model config:
+# - detection (mmdet 2.x): TwoStageDetector/SingleStageDetector.init_weights called the neck's
+#   init_weights, and the official FPN_involution.init_weights, as mmdet 2.x's FPN, drew every
+#   nn.Conv2d of the neck Xavier-uniform with zero bias, the involutions' internal convs included.
+#   mmdet 3.x's FPN init_cfg (Xavier, uniform, layer Conv2d) does the same: nothing to change.
+# - segmentation (mmseg 0.x, the official runs on 0.11 and mmseg's own R-50 FPN): the
+#   EncoderDecoder.init_weights initialised backbone and decode heads only, never the neck, so its
+#   convs kept what mmcv 1.x's ConvModule.__init__ gave them (it calls its own init_weights):
+#   kaiming_init, i.e. Kaiming normal, mode fan_out, ReLU gain, zero bias; the involutions' convs
+#   were ConvModules too. mmseg 1.x would Xavier them; our configs set the neck's init_cfg to Kaiming.
+NECK_INIT = {
+    "retinanet_red50_neck_fpn": "xavier_uniform",
+    "faster_rcnn_red50_neck_fpn": "xavier_uniform",
+    "faster_rcnn_red50_fpn": "xavier_uniform",
+    "fpn_red50_neck": "kaiming_normal_fan_out",
+    "fpn_red50": "kaiming_normal_fan_out",
+    "fpn_r50": "kaiming_normal_fan_out",
+}
+
+
+def check_init(name: str, conv: torch.nn.Conv2d, law: str) -> None:
+    weight = conv.weight.detach().flatten()
+    receptive = conv.kernel_size[0] * conv.kernel_size[1]
+    fan_in, fan_out = conv.in_channels * receptive, conv.out_channels * receptive
+    if conv.bias is not None:
+        assert torch.count_nonzero(conv.bias) == 0, name
+    if law == "xavier_uniform":
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert float(weight.abs().max()) <= bound, name
+        assert float(weight.std()) == pytest.approx(bound / 3**0.5, rel=0.05), name
+    else:
+        std = (2 / fan_out) ** 0.5
+        assert float(weight.std()) == pytest.approx(std, rel=0.05), name
+        # a normal law puts 4.55% beyond 2 std; a uniform one with this std puts none beyond 1.73
+        assert 0.035 < float((weight.abs() > 2 * std).float().mean()) < 0.056, name
+
+
+@pytest.mark.parametrize("name", sorted(NECK_INIT))
+def test_neck_init_is_what_the_official_runs_had(name):
+    seg = name in SEG_NAMES
+    scope = "mmseg" if seg else "mmdet"
+    cfg = load_cfg((SEG_DIR if seg else DET_DIR) / f"{name}.py")
+    cfg.model.pop("pretrained", None)  # no download: the backbone's init is not checked here
+    cfg.model.backbone.init_cfg = None
+    init_default_scope(scope)
+    model = models_registry(scope).build(cfg.model)
+    torch.manual_seed(0)
+    model.init_weights()  # what mmengine's Runner calls before training
+
+    convs = {n: m for n, m in model.neck.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert len(convs) >= 8
+    if "neck" in name:  # the involutions' internal convs follow the same law
+        assert {"fpn_convs.0.conv1.conv", "fpn_convs.0.conv2.conv"} <= set(convs)
+    for conv_name, conv in convs.items():
+        check_init(conv_name, conv, NECK_INIT[name])
 
 
 def test_involution_rpn_head_matches_paper_and_official_names():

@@ -1,4 +1,4 @@
-"""Cityscapes configs: the paper recipe in the full configs, the per-class IoU metric against
+"""Cityscapes configs: the paper setup in the full configs, the per-class IoU metric against
 a hand count, and every toy variant trains one iteration and runs whole-image inference through
 mmengine's Runner on the built-in data (CPU), with SyncBN reverted to BN on one process."""
 from __future__ import annotations
@@ -35,15 +35,10 @@ def _toy(model: str) -> Config:
 
 
 @pytest.mark.parametrize("model", PAPER + BASELINES)
-def test_full_config_follows_the_paper_recipe(model):
-    """mmseg's Cityscapes 80k recipe the paper trained with (4 GPUs x 2 images, SyncBN)."""
+def test_full_config_follows_the_paper_setup(model):
+    """mmseg's Cityscapes setup the paper trained with (crop, SyncBN, whole-image testing); the
+    optimiser, schedule and batch are compared with the official ones in test_official_recipes.py."""
     cfg = _full(model)
-    optimizer = cfg.optim_wrapper.optimizer
-    assert (optimizer.type, optimizer.lr, optimizer.momentum, optimizer.weight_decay) == ("SGD", 0.01, 0.9, 5e-4)
-    (poly,) = cfg.param_scheduler
-    assert (poly.type, poly.power, poly.eta_min, poly.end, poly.by_epoch) == ("PolyLR", 0.9, 1e-4, 80000, False)
-    assert cfg.train_cfg.max_iters == 80000
-    assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 8
     crop = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == "RandomCrop")
     assert tuple(crop.crop_size) == (512, 1024) and tuple(cfg.model.data_preprocessor.size) == (512, 1024)
     assert cfg.model.test_cfg.mode == "whole"
