@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mmdet")
-pytest.importorskip("mmseg")
+from support import require
+
+require.module("mmdet")
+require.module("mmseg")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
