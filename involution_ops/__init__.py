@@ -1,8 +1,9 @@
 """Involution operator and RedNet backbones (CVPR 2021), importable with torch alone.
 
-OpenMMLab registrations live in `involution_ops.mmdet` / `involution_ops.mmseg`
-and are loaded by configs through `custom_imports`; CuPy is imported only when
-a CUDA tensor reaches the operator.
+The OpenMMLab adapters live in `involution_ops.openmmlab` and are loaded by
+configs through `custom_imports` (`involution_ops.mmdet` / `involution_ops.mmseg`);
+the benchmark suite is `involution_ops.bench`. Neither is imported here. CuPy is
+imported only when a CUDA tensor reaches the operator.
 """
 from .modules import Involution
 from .ops import involution, involution_reference

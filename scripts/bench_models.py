@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""RetinaNet RedNet-50 next to RetinaNet ResNet-50: forward time, training-step time and peak memory.
+"""A RedNet-50 detector next to its ResNet-50 baseline: forward time, training-step time and peak memory.
 
-Both detectors are built from the suite's configs (det_configs/retinanet_*_1x_coco.py,
-random weights) and measured in one run, at 800x1333 by default, on the CPU unless
---device cuda. Printed ratios are RedNet / ResNet; targets (issue 5): forward <= 1.5x,
-training-step peak memory <= 1.0x.
+By default RetinaNet (retinanet_red50_fpn_1x_coco against retinanet_r50_fpn_1x_coco); --model
+picks another COCO detector of the manifest (results/paper.yaml), compared with its baseline.
+Both detectors are built from their configs (random weights) and measured in one run, at
+800x1333 by default, on the CPU unless --device cuda. Printed ratios are RedNet / ResNet;
+targets: forward <= 1.5x, training-step peak memory <= 1.0x.
 
 Peak memory: what one training step adds on top of the idle model: on CUDA the allocator's
 peak, on the CPU the peak of the malloc heap in use, sampled after every operator.
@@ -23,11 +24,11 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = {
-    "RetinaNet ResNet-50": "det_configs/retinanet_r50_fpn_1x_coco.py",
-    "RetinaNet RedNet-50": "det_configs/retinanet_red50_fpn_1x_coco.py",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
+from involution_ops.bench import zoo  # noqa: E402
+from involution_ops.complexity import count_params  # noqa: E402
+
+DEFAULT_MODEL = "retinanet_red50_fpn_1x_coco"
 
 
 class _MallInfo2(ctypes.Structure):
@@ -84,12 +85,12 @@ class PeakMemory(TorchDispatchMode):
         return result
 
 
-def build(config: str, device: torch.device):
+def build(config: Path, device: torch.device):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS as DET_MODELS
 
-    cfg = Config.fromfile(str(REPO / config))
+    cfg = Config.fromfile(str(config))
     init_default_scope("mmdet")
     cfg.model.backbone.init_cfg = None  # timing and memory do not depend on the weights
     return DET_MODELS.build(cfg.model).to(device)  # default init: speed and memory do not depend on it
@@ -172,26 +173,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    manifest = zoo.load()
+    detectors = [m.name for m in manifest.models if m.suite == "coco" and not m.is_baseline]
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=detectors,
+                        help=f"RedNet-50 detector to compare with its baseline (default {DEFAULT_MODEL})")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
+    red_model = manifest.get(args.model)
+    res_model = manifest.get(red_model.baseline)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     backend = os.environ.get("INVOLUTION_BACKEND", "default dispatch")
-    print(f"RetinaNet at {args.size[0]}x{args.size[1]}, batch 1, {args.device}"
+    print(f"{red_model.name} and {res_model.name} at {args.size[0]}x{args.size[1]}, batch 1, {args.device}"
           f" ({torch.get_num_threads()} threads), involution backend: {backend}, median of {args.repeats}")
     images, samples = sample_batch(*args.size, device)
-    models = {name: build(config, device) for name, config in MODELS.items()}
+    models = {m.name: build(m.config, device) for m in (res_model, red_model)}
     results = measure(models, images, samples, device, args.repeats)
     for name, model in models.items():
-        params = sum(p.numel() for p in model.parameters()) / 1e6
+        params = count_params(model)[1] / 1e6
         r = results[name]
-        print(f"  {name:20s} params {params:6.2f} M | forward {r['forward_s']:7.3f} s (cpu {r['forward_cpu_s']:7.3f} s)"
+        print(f"  {name:40s} params {params:6.2f} M | forward {r['forward_s']:7.3f} s (cpu {r['forward_cpu_s']:7.3f} s)"
               f" | train step {r['train_step_s']:7.3f} s (cpu {r['train_step_cpu_s']:7.3f} s)"
               f" | train-step peak {r['peak_mib']:8.1f} MiB", flush=True)
-    red, res = results["RetinaNet RedNet-50"], results["RetinaNet ResNet-50"]
+    red, res = results[red_model.name], results[res_model.name]
     ratio = {key: red[key] / res[key] for key in red}
-    print("ratios RedNet-50 / ResNet-50 (wall time; process CPU time in brackets):")
+    print(f"ratios {red_model.name} / {res_model.name} (wall time; process CPU time in brackets):")
     print(f"  forward          {ratio['forward_s']:5.2f}x  ({ratio['forward_cpu_s']:5.2f}x)   target <= 1.50x: "
           f"{'met' if ratio['forward_s'] <= 1.5 else 'NOT met'}")
     print(f"  training step    {ratio['train_step_s']:5.2f}x  ({ratio['train_step_cpu_s']:5.2f}x)")

@@ -14,6 +14,6 @@ auto_scale_lr = dict(enable=False, base_batch_size=8)
 model = dict(data_preprocessor=dict(size=crop_size))
 
 # mmseg's IoU metric that also returns per-class IoU (for the run records)
-custom_imports = dict(imports=['involution_ops.mmseg', 'involution_ops.mmseg_metrics'], allow_failed_imports=False)
+custom_imports = dict(imports=['involution_ops.mmseg'], allow_failed_imports=False)
 val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -20,6 +20,6 @@ model = dict(
     backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='checkpoints/rednet50_imagenet.pth')))
 
 # mmseg's IoU metric that also returns per-class IoU (for the run records)
-custom_imports = dict(imports=['involution_ops.mmseg', 'involution_ops.mmseg_metrics'], allow_failed_imports=False)
+custom_imports = dict(imports=['involution_ops.mmseg'], allow_failed_imports=False)
 val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

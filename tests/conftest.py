@@ -1,12 +1,41 @@
-"""Suite-wide test set-up."""
+"""Set-up shared by the test files: the INVOLUTION_REQUIRE switch, the model manifest and
+the OpenMMLab stack check.
+
+Only fixtures and hooks here: importing this file must stay cheap and need torch at most.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from support import require
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if "cpu" in require.required():
         # A silent fall-back to the reference would let every operator test pass on the slow path.
         config.addinivalue_line("filterwarnings", "error:involution. the cpu kernel is unavailable:RuntimeWarning")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def openmmlab() -> None:
+    """Skips the test without the OpenMMLab stack (the `mm` extra, `make setup`); fails under INVOLUTION_REQUIRE=mm."""
+    for module in ("mmengine", "mmdet", "mmseg"):
+        require.module(module)
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """The model manifest, results/paper.yaml (read with PyYAML, which the `mm` extra brings)."""
+    require.module("yaml")
+    from involution_ops.bench import zoo
+
+    return zoo.load()

@@ -310,7 +310,7 @@ def test_our_mask_rcnn_has_the_official_involution_neck_and_head_keys():
 @pytest.mark.skipif(not HAS_MMDET, reason="mmdet is not installed")
 def test_backbone_file_loads_through_mmengine_pretrained_init(tmp_path, trained):
     """The documented use: init_cfg=dict(type='Pretrained', checkpoint=<backbone file>)."""
-    from involution_ops.mmcommon import RedNet as MMRedNet
+    from involution_ops.openmmlab.models import RedNet as MMRedNet
 
     src, out = tmp_path / "mmcls.pth", tmp_path / "rednet26_imagenet.pth"
     torch.save(mmcls_layout(trained), src)

@@ -6,8 +6,8 @@ independently in /tmp/team/complexity-convention.md (kept here as constants).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from support import require
 from involution_ops import Involution, RedNet
 from involution_ops.complexity import count_params, measure
 
@@ -161,30 +160,19 @@ MASK_HEAD_AGGREGATION_MACS = 4 * 256 * 49 * 100 * 14 * 14
 REFERENCE_BACKBONE = {"model.backbone.stem_kernel_size": 3}
 
 DETECTORS = [
-    "retinanet_red50_fpn", "retinanet_red50_neck_fpn",
-    "faster_rcnn_red50_fpn", "faster_rcnn_red50_neck_fpn", "faster_rcnn_red50_neck_fpn_head",
-    "mask_rcnn_red50_fpn", "mask_rcnn_red50_neck_fpn", "mask_rcnn_red50_neck_fpn_head",
+    "retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco",
+    "faster_rcnn_red50_fpn_1x_coco", "faster_rcnn_red50_neck_fpn_1x_coco", "faster_rcnn_red50_neck_fpn_head_1x_coco",
+    "mask_rcnn_red50_fpn_1x_coco", "mask_rcnn_red50_neck_fpn_1x_coco", "mask_rcnn_red50_neck_fpn_head_1x_coco",
 ]
-SEGMENTORS = ["fpn_red50", "fpn_red50_neck", "upernet_red50"]
-
-
-def _load_get_flops():
-    spec = importlib.util.spec_from_file_location("get_flops", ROOT / "scripts" / "get_flops.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["get_flops"] = module
-    spec.loader.exec_module(module)
-    return module
+SEGMENTORS = ["fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes",
+              "upernet_red50_512x1024_80k_cityscapes"]
 
 
 @pytest.fixture(scope="module")
-def get_flops():
-    return _load_get_flops()
+def flops(zoo):
+    from involution_ops.bench import flops
 
-
-@pytest.fixture(scope="module")
-def mmdet_stack():
-    require.module("mmdet")
-    require.module("mmseg")
+    return flops
 
 
 def _check_row(row: dict, expected_gflops: float | None = None) -> None:
@@ -203,60 +191,60 @@ def _check_row(row: dict, expected_gflops: float | None = None) -> None:
 
 
 @pytest.mark.parametrize("depth", [26, 38, 50, 101, 152])
-def test_imagenet_rows_match_measured(get_flops, depth):
-    row = get_flops.imagenet_row(depth)
+def test_imagenet_rows_match_measured(flops, zoo, depth):
+    row = flops.row(zoo.get(f"RedNet-{depth}"))
     assert row["name"] == f"RedNet-{depth}" and row["input_shape"] == [3, 224, 224]
     _check_row(row)
 
 
-@pytest.mark.parametrize("model", DETECTORS)
-def test_detector_rows_match_measured(get_flops, mmdet_stack, model):
-    row = get_flops.det_row(model)
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_rows_match_measured(flops, zoo, openmmlab, name):
+    model = zoo.get(name)
+    row = flops.row(model)
     assert row["input_shape"] == [3, 800, 1280] and row["task"] == "coco"
     # The row (released 7x7 stem) and the reference's backbone differ by exactly the stem.
-    ours = get_flops.count_detector(model)
-    reference_backbone = get_flops.count_detector(model, options=REFERENCE_BACKBONE)
+    ours = flops.count_detector(model)
+    reference_backbone = flops.count_detector(model, options=REFERENCE_BACKBONE)
     assert ours.macs_paper - reference_backbone.macs_paper == STEM_7_MINUS_3_MACS
-    measured = MEASURED_GFLOPS[row["name"]]
-    if model == "mask_rcnn_red50_neck_fpn_head":
+    measured = MEASURED_GFLOPS[name]
+    if name == "mask_rcnn_red50_neck_fpn_head_1x_coco":
         measured += MASK_HEAD_AGGREGATION_MACS / 1e9
     _check_row({**row, "gflops_paper": reference_backbone.gflops_paper}, measured)
     # the trainable count excludes the frozen stem and stage 1, the total does not
     assert row["params_total_m"] - row["params_trainable_m"] > 0.1
 
 
-def test_detector_counts_on_meta_equal_real_tensors(get_flops, mmdet_stack, monkeypatch):
+def test_detector_counts_on_meta_equal_real_tensors(flops, openmmlab, monkeypatch):
     # `make flops` counts on the meta device; a small real forward must count the same.
-    monkeypatch.setattr(get_flops, "PROPOSALS", 20)  # keeps the real forward cheap
-    monkeypatch.setattr(get_flops, "MASK_PROPOSALS", 5)
+    monkeypatch.setattr(flops, "PROPOSALS", 20)  # keeps the real forward cheap
+    monkeypatch.setattr(flops, "MASK_PROPOSALS", 5)
     counts = []
     for device in ("meta", "cpu"):
-        monkeypatch.setattr(get_flops, "DEVICE", device)
-        model = get_flops._build_from_config(
-            ROOT / "det_configs/_base_/models/mask_rcnn_red50_neck_fpn_head.py", "mmdet"
-        )
-        counts.append(measure(model, get_flops.detector_forward(model, get_flops._image([3, 64, 96]))))
+        monkeypatch.setattr(flops, "DEVICE", device)
+        model = flops._build_from_config(ROOT / "det_configs/_base_/models/mask_rcnn_red50_neck_fpn_head.py", "mmdet")
+        counts.append(measure(model, flops.detector_forward(model, flops._image([3, 64, 96]))))
     assert counts[0] == counts[1]
 
 
-def test_resnet50_retinanet_baseline_matches_measured(get_flops, mmdet_stack):
-    _check_row(get_flops.det_row("retinanet_r50_fpn"))
+def test_resnet50_retinanet_baseline_matches_measured(flops, zoo, openmmlab):
+    _check_row(flops.row(zoo.get("retinanet_r50_fpn_1x_coco")))
 
 
-@pytest.mark.parametrize("model", SEGMENTORS)
-def test_segmentor_rows_match_measured(get_flops, mmdet_stack, model):
-    row = get_flops.seg_row(model)
+@pytest.mark.parametrize("name", SEGMENTORS)
+def test_segmentor_rows_match_measured(flops, zoo, openmmlab, name):
+    row = flops.row(zoo.get(name))
     assert row["input_shape"] == [3, 1024, 2048] and row["task"] == "cityscapes"
     assert row["params_total_m"] == row["params_trainable_m"]  # segmentation freezes nothing
     _check_row(row)
 
 
-def test_mask_head_wrapper_classes_explain_the_published_figure(get_flops, mmdet_stack):
+def test_mask_head_wrapper_classes_explain_the_published_figure(flops, zoo, openmmlab):
     # The paper's 104.6 G: 2021 convention plus the mask head's wrapper-class conv_logits
     # (100 x 80 x 28 x 28 outputs of a 1x1 conv over 256 channels, + bias) and deconv
     # (100 x 256 x 14 x 14 inputs, 2x2 taps to 256 channels, + bias on 256 x 28 x 28).
-    exact = get_flops.count_detector("mask_rcnn_red50_neck_fpn_head")
-    wrappers = get_flops.count_detector("mask_rcnn_red50_neck_fpn_head", match_subclasses=True)
+    model = zoo.get("mask_rcnn_red50_neck_fpn_head_1x_coco")
+    exact = flops.count_detector(model)
+    wrappers = flops.count_detector(model, match_subclasses=True)
     conv_logits = 100 * 80 * 28 * 28 * (256 + 1)
     deconv = 100 * 256 * 14 * 14 * 4 * 256 + 100 * 256 * 28 * 28
     assert wrappers.macs_paper - exact.macs_paper == conv_logits + deconv
@@ -265,7 +253,7 @@ def test_mask_head_wrapper_classes_explain_the_published_figure(get_flops, mmdet
 
 # --- the table -----------------------------------------------------------------
 
-def test_table_shows_paper_ours_difference_and_notes(get_flops):
+def test_table_shows_paper_ours_difference_and_notes(flops):
     rows = [
         {"name": "a_model", "task": "coco", "config": "x.py", "input_shape": [3, 800, 1280],
          "params_trainable_m": 27.81, "params_total_m": 27.95, "gflops_paper": 210.6, "gflops_full": 209.6},
@@ -275,7 +263,7 @@ def test_table_shows_paper_ours_difference_and_notes(get_flops):
          "params_trainable_m": 1.0, "params_total_m": 1.0, "gflops_paper": 1.0, "gflops_full": 1.0},
     ]
     paper = {"a_model": {"params_m": 27.8, "gflops": 210.1}, "RedNet-50": {"params_m": 15.54, "gflops": 2.71}}
-    table = get_flops.markdown_table(rows, paper, {"a_model": "why it differs"})
+    table = flops.complexity_table(rows, paper, {"a_model": "why it differs"})
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("| model"))
     for label in ("params paper", "params trainable, ours", "params all, ours", "GFLOPs paper",
@@ -292,15 +280,22 @@ def test_table_shows_paper_ours_difference_and_notes(get_flops):
     assert "1. a_model: why it differs" in lines
 
 
-def test_make_flops_writes_json_and_table(get_flops, tmp_path, capsys):
+def test_make_flops_writes_json_and_table(flops, zoo, tmp_path):
     out, table = tmp_path / "complexity.json", tmp_path / "complexity.md"
-    assert get_flops.main(["--only", "RedNet-26", "--out", str(out), "--table", str(table)]) == 0
+    text = flops.make_flops(zoo, out, table, only=["RedNet-26"], progress=lambda message: None)
     rows = json.loads(out.read_text())
     assert [row["name"] for row in rows] == ["RedNet-26"]
     _check_row(rows[0])
-    text = table.read_text()
-    assert text in capsys.readouterr().out
+    assert table.read_text() == text
     assert "| RedNet-26 [1] | imagenet | 3x224x224 | 9.23 |" in text
     assert "-0.020 (-1.2%)" in text and "1. RedNet-26:" in text
-    with pytest.raises(SystemExit):
-        get_flops.main(["--only", "RedNet-27", "--out", str(out), "--table", str(table)])
+    with pytest.raises(ValueError, match="RedNet-27"):
+        flops.make_flops(zoo, out, table, only=["RedNet-27"], progress=lambda message: None)
+
+
+def test_command_line_rejects_an_unknown_row(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "get_flops.py"), "--only", "RedNet-27",
+               "--out", str(tmp_path / "c.json"), "--table", str(tmp_path / "c.md")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "unknown row(s) ['RedNet-27']" in done.stderr
+    assert not (tmp_path / "c.json").exists()

@@ -153,7 +153,7 @@ def test_import_registers_and_writes_nothing_into_site_packages():
         "assert not any(D.get(n) for n in names) and not any(S.get(n) for n in names)\n"
         "import involution_ops.mmdet, involution_ops.mmseg\n"
         "assert all(D.get(n).__module__.startswith('involution_ops.') for n in names), names\n"
-        "assert S.get('RedNet') is D.get('RedNet') and S.get('InvolutionFPN').__module__ == 'involution_ops.mmseg'\n"
+        "assert S.get('RedNet') is D.get('RedNet') and S.get('InvolutionFPN').__module__ == 'involution_ops.openmmlab.mmseg'\n"
         "print('ok')\n"
     )
     before = snapshot()

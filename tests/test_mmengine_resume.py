@@ -11,7 +11,7 @@ from support import require
 
 require.module("mmengine")
 
-import involution_ops.mmengine_compat  # noqa: E402,F401  (what custom_imports brings in)
+import involution_ops.openmmlab.checkpoint_loading  # noqa: E402,F401  (what custom_imports brings in)
 from involution_ops.safe_load import UnsafeFileError  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner, load_checkpoint  # noqa: E402

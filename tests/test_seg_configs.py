@@ -84,7 +84,7 @@ def test_per_class_iou_metric_matches_a_hand_count():
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    from involution_ops.mmseg_metrics import PerClassIoUMetric
+    from involution_ops.openmmlab.seg_metrics import PerClassIoUMetric
 
     classes = ("a", "b", "c", "d")
     rng = np.random.default_rng(0)

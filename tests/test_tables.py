@@ -1,4 +1,4 @@
-"""scripts/make_tables.py on the fixture records of tests/fixtures/tables.
+"""involution_ops/bench/tables.py (`make tables`) on the fixture records of tests/fixtures/tables.
 
 Expected figures are computed here from the fixture files and results/paper.yaml
 themselves, never copied from the script's output."""
@@ -18,21 +18,14 @@ import pytest
 
 from support import require
 
-REPO = Path(__file__).resolve().parent.parent
+require.module("yaml")
+
+from involution_ops.bench import tables as bench_tables  # noqa: E402
+from involution_ops.bench.io import REPO_ROOT as REPO  # noqa: E402
+
 FIXTURES = REPO / "tests" / "fixtures" / "tables"
 PAPER = REPO / "results" / "paper.yaml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_tables", REPO / "scripts" / "make_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_tables"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-make_tables = _load_script()
 
 
 def paper_names() -> dict[str, list[str]]:
@@ -98,7 +91,7 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tables")
     shutil.copytree(FIXTURES / "runs", folder / "runs")
     shutil.copy(FIXTURES / "complexity.json", folder / "complexity.json")
-    warnings = make_tables.make_tables(folder / "runs", folder / "complexity.json", PAPER,
+    warnings = bench_tables.make_tables(folder / "runs", folder / "complexity.json", PAPER,
                                        folder / "README.md", folder / "complexity.png")
     return (folder / "README.md").read_text(), warnings, folder
 
@@ -231,7 +224,7 @@ def test_malformed_inputs_warn_with_their_file_and_the_rest_is_made(built):
 
 def test_fresh_checkout_without_records_or_complexity(tmp_path, capsys):
     missing = tmp_path / "complexity.json"
-    warnings = make_tables.make_tables(tmp_path / "runs", missing, PAPER, tmp_path / "README.md", None)
+    warnings = bench_tables.make_tables(tmp_path / "runs", missing, PAPER, tmp_path / "README.md", None)
     assert any(str(missing) in warning for warning in warnings)
     assert str(missing) in capsys.readouterr().err
     tables = parse_markdown((tmp_path / "README.md").read_text())
@@ -243,7 +236,7 @@ def test_fresh_checkout_without_records_or_complexity(tmp_path, capsys):
 
 def test_header_names_time_and_commit(built):
     header = built[0].splitlines()[:6]
-    assert header[0] == make_tables.GENERATED_MARKER
+    assert header[0] == bench_tables.GENERATED_MARKER
     made = next(line for line in header if line.startswith("Made on"))
     assert re.search(r"Made on \d{4}-\d\d-\d\d \d\d:\d\d UTC from (git commit `[0-9a-f]{12}`|an unknown)", made)
 
@@ -269,8 +262,8 @@ def test_plots_are_valid_pngs(built):
 def test_without_matplotlib_plots_are_skipped_with_a_warning(tmp_path, monkeypatch):
     def no_matplotlib():
         raise ImportError("No module named 'matplotlib'")
-    monkeypatch.setattr(make_tables, "_matplotlib_figure", no_matplotlib)
-    warnings = make_tables.make_tables(FIXTURES / "runs", FIXTURES / "complexity.json", PAPER,
+    monkeypatch.setattr(bench_tables, "_matplotlib_figure", no_matplotlib)
+    warnings = bench_tables.make_tables(FIXTURES / "runs", FIXTURES / "complexity.json", PAPER,
                                        tmp_path / "README.md", tmp_path / "complexity.png")
     assert any("matplotlib" in warning for warning in warnings)
     assert not (tmp_path / "complexity.png").exists() and not (tmp_path / "plots").exists()
@@ -281,7 +274,7 @@ def test_a_readme_not_made_by_the_script_is_never_overwritten(tmp_path):
     out = tmp_path / "README.md"
     out.write_text("my own notes\n")
     with pytest.raises(SystemExit, match="not made by this script"):
-        make_tables.make_tables(tmp_path / "runs", tmp_path / "c.json", PAPER, out, None)
+        bench_tables.make_tables(tmp_path / "runs", tmp_path / "c.json", PAPER, out, None)
     assert out.read_text() == "my own notes\n"
 
 
@@ -300,39 +293,11 @@ def test_command_line_as_make_tables_calls_it(tmp_path):
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
 
 
-def test_simple_yaml_reader():
-    text = """
-# comment
-a: 1
-b: text with spaces  # trailing comment
-c: "quoted: # kept"
-d: [3, 224, 224]
-e: {x: 1.5, y: null}
-f:
-  - name: one
-    value: -2.5
-  - name: two
-    nested:
-      k: true
-g:
-  - 7
-"""
-    assert make_tables.load_simple_yaml(text) == {
-        "a": 1, "b": "text with spaces", "c": "quoted: # kept", "d": [3, 224, 224],
-        "e": {"x": 1.5, "y": None},
-        "f": [{"name": "one", "value": -2.5}, {"name": "two", "nested": {"k": True}}],
-        "g": [7]}
-
-
-def test_simple_yaml_reader_agrees_with_pyyaml_on_paper_yaml():
-    yaml = require.module("yaml")
-    text = PAPER.read_text()
-    assert make_tables.load_simple_yaml(text) == yaml.safe_load(text)
-
-
 def test_paper_yaml_is_consistent_with_its_published_reductions():
     """The derived baselines reproduce every published reduction and gain within rounding."""
-    paper = make_tables.load_simple_yaml(PAPER.read_text())
+    import yaml
+
+    paper = yaml.safe_load(PAPER.read_text())
     baselines = {row["name"]: row for row in paper["baselines"]}
     for key, improvement_key in (("imagenet", "reduction"), ("coco", "improvement"), ("cityscapes", "improvement")):
         for row in paper[key]:
@@ -355,7 +320,7 @@ def test_records_written_by_run_record_land_in_the_table(tmp_path):
         run_record.write_record({"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "config": config,
                                  "dataset": dataset, "metrics": metrics, "loss_curve": [[1, 1.5], [2, 1.2]],
                                  "started_at": run_record.now_iso()}, tmp_path / "runs")
-    warnings = make_tables.make_tables(tmp_path / "runs", FIXTURES / "complexity.json", PAPER,
+    warnings = bench_tables.make_tables(tmp_path / "runs", FIXTURES / "complexity.json", PAPER,
                                        tmp_path / "README.md", None)
     assert not [warning for warning in warnings if "runs" in warning]
     tables = parse_markdown((tmp_path / "README.md").read_text())
@@ -364,11 +329,13 @@ def test_records_written_by_run_record_land_in_the_table(tmp_path):
     assert row_of(section(tables, "Toy runs"), "retinanet_red50_fpn_1x_coco")["box AP"] == "39.2"
 
 
-def test_unreadable_paper_yaml_is_a_clear_error(tmp_path, capsys):
+def test_unreadable_paper_yaml_is_a_clear_error(tmp_path):
     bad = tmp_path / "paper.yaml"
     bad.write_text("imagenet: [\n  - broken\n")
-    with pytest.raises(SystemExit) as stopped:
-        make_tables.main(["--paper", str(bad), "--out", str(tmp_path / "README.md"), "--runs", str(tmp_path)])
-    assert stopped.value.code == 2
-    assert f"{bad}: not readable YAML" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=f"{bad}: not readable YAML"):
+        bench_tables.make_tables(tmp_path, tmp_path / "c.json", bad, tmp_path / "README.md", None)
+    command = [sys.executable, str(REPO / "scripts" / "make_tables.py"), "--paper", str(bad),
+               "--out", str(tmp_path / "README.md"), "--runs", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"{bad}: not readable YAML" in done.stderr
     assert not (tmp_path / "README.md").exists()

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +10,8 @@ import pytest
 
 from support import require
 
-ROOT = Path(__file__).resolve().parents[1]
 require.module("PIL")
-spec = importlib.util.spec_from_file_location("make_toy_data", ROOT / "scripts" / "make_toy_data.py")
-toy = importlib.util.module_from_spec(spec)
-sys.modules["make_toy_data"] = toy
-spec.loader.exec_module(toy)
+from involution_ops.bench import toy_data as toy  # noqa: E402
 
 SMALL = {"train": 4, "val": 2}
 

@@ -1,4 +1,4 @@
-"""OpenMMLab pieces shared by `involution_ops.mmdet` and `involution_ops.mmseg`.
+"""The model pieces shared by the mmdet and mmseg registrations (`mmdet.py`, `mmseg.py` here).
 
 - `RedNet`: `involution_ops.RedNet` taking mmdet/mmseg-style arguments
   (``norm_cfg``, ``init_cfg``, ``pretrained``, ``style``...). It *is* the torch
@@ -11,7 +11,7 @@
 - `kaiming_init_convs`: the initialisation the official heads gave their
   involutions (mmcv ``ConvModule``'s: Kaiming-normal, fan_out, zero bias).
 
-Imports mmengine and mmcv; reached only through the adapters.
+Imports mmengine and mmcv; reached only through the registrations.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 
-from . import mmengine_compat  # noqa: F401  (mmengine checkpoint loading on torch >= 2.6)
-from .modules import Involution
-from .rednet import RedNet as TorchRedNet
+from . import checkpoint_loading  # noqa: F401  (mmengine checkpoint loading on torch >= 2.6)
+from ..modules import Involution
+from ..rednet import RedNet as TorchRedNet
 
 INVOLUTION_KERNEL_SIZE = 7
 

@@ -1,8 +1,6 @@
-"""mmseg's IoU metric, also returning the IoU of every class; load with
-
-    custom_imports = dict(imports=['involution_ops.mmseg_metrics'], allow_failed_imports=False)
-
-and ``val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])``.
+"""mmseg's IoU metric, also returning the IoU of every class. Registered with the models
+by ``custom_imports = dict(imports=['involution_ops.mmseg'])``; use it as
+``val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])``.
 
 mmseg's ``IoUMetric`` only logs its per-class table; the run records need the
 numbers. ``PerClassIoUMetric`` returns mmseg's own summary (``aAcc``, ``mIoU``,

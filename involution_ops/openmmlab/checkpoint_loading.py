@@ -8,8 +8,9 @@ turning the protection off, every checkpoint loader registered with mmengine's
 :func:`involution_ops.safe_load.checkpoint_safe_globals`: the same weights-only
 load, with exactly those classes allowed. Anything else is still refused.
 
-Imported by ``involution_ops.mmdet`` and ``involution_ops.mmseg``, so configs that
-use ``custom_imports`` get it; :func:`apply` is idempotent.
+Imported by the mmdet and mmseg registrations, so configs that load
+``involution_ops.mmdet`` or ``involution_ops.mmseg`` through ``custom_imports`` get it;
+:func:`apply` is idempotent.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .safe_load import explain_refusal, checkpoint_safe_globals
+from ..safe_load import explain_refusal, checkpoint_safe_globals
 
 _MARK = "_involution_ops_allow_list"
 

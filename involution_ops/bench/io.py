@@ -1,0 +1,42 @@
+"""Small helpers shared by the benchmark modules: the repository root, one atomic
+text writer, one markdown table writer and one banner."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: configs, results/ and data/ are found relative to it."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """A pipe table: the first `left` columns left-aligned, the others right-aligned."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+    align = ["---" if i < left else "---:" for i in range(len(headers))]
+    return "\n".join([line(headers), "| " + " | ".join(align) + " |"] + [line(row) for row in rows])
+
+
+def banner(text: str, loud: bool = False) -> None:
+    """A message framed by rules across the terminal; `loud` for warnings that must not be missed."""
+    rule = ("!" if loud else "=") * 78
+    print(f"\n{rule}\n{text}\n{rule}", flush=True)
