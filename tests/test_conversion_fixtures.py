@@ -82,7 +82,8 @@ def test_fixtures_agree_with_each_other_and_the_published_sizes(depth):
     paddle = {paddle_to_ours(k): s for k, s in read_layout(f"paddleclas_rednet{depth}.txt").items()}
     assert paddle.pop("fc.weight") == (2048, 1000) and mmcls["fc.weight"] == (1000, 2048)
     assert {k: s for k, s in mmcls.items() if not k.endswith("num_batches_tracked") and k != "fc.weight"} == paddle
-    learned = sum(math.prod(s) for k, s in mmcls.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    learned = sum(math.prod(s) for k, s in mmcls.items() if not k.endswith(statistics))
     assert round(learned / 1e6, 2) == PUBLISHED_PARAMS_M[depth]
 
 
@@ -98,7 +99,8 @@ def test_official_mmcls_checkpoint_lands_in_place(tmp_path, depth):
     expected = {mmcls_to_ours(k): v for k, v in official.items()}
     converted = load_torch_file(classifier)["state_dict"]
     assert_same_tensors(converted, expected)
-    assert_same_tensors(load_torch_file(backbone)["state_dict"], {k: v for k, v in expected.items() if not k.startswith("fc.")})
+    without_head = {k: v for k, v in expected.items() if not k.startswith("fc.")}
+    assert_same_tensors(load_torch_file(backbone)["state_dict"], without_head)
 
     model = RedNet(depth, num_classes=1000)
     model.load_state_dict(converted, strict=True)
@@ -112,7 +114,8 @@ def test_paddleclas_weights_land_in_place(tmp_path, depth):
     params = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in layout.items()}
     src = tmp_path / f"RedNet{depth}_pretrained.pdparams"
     with open(src, "wb") as f:  # paddle.save's format: a pickled dict of numpy arrays (+ a name table)
-        pickle.dump({**params, "StructuredToParameterName@@": {k: f"param_{i}" for i, k in enumerate(params)}}, f, protocol=2)
+        names = {k: f"param_{i}" for i, k in enumerate(params)}
+        pickle.dump({**params, "StructuredToParameterName@@": names}, f, protocol=2)
 
     out = tmp_path / "from_paddle.pth"
     assert convert_checkpoint.main(["paddleclas", str(src), str(out), "--keep-head"]) == 0
