@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "involution_index.h"
@@ -57,7 +58,10 @@ inline V load(const T* p) {
 
 template <typename scalar_t, typename V>
 inline void store(scalar_t* dst, const V& acc, index_t count) {
-  for (index_t lane = 0; lane < count; ++lane) dst[lane] = static_cast<scalar_t>(acc[lane]);
+  if (std::is_same<scalar_t, std::remove_reference_t<decltype(acc[0])>>::value && count * sizeof(scalar_t) == sizeof(V))
+    std::memcpy(dst, &acc, sizeof(V));
+  else
+    for (index_t lane = 0; lane < count; ++lane) dst[lane] = static_cast<scalar_t>(acc[lane]);
 }
 
 // Output rows per task: up to 8, fewer when (n, group) pairs are too few to keep the threads busy.
@@ -69,7 +73,8 @@ index_t rows_per_task(index_t rows, index_t slices) {
 
 // Staged input of one task: for each channel of the group, `rows` padded input rows starting at
 // padded row `first` (input row first - ph), each split into sw column phases of `width` values:
-// stage[c][phase][r][m] = x[c][first + r - ph][m * sw + phase - pw], zero outside the image.
+// stage[c][phase][r][m] = x[c][first + r - ph][m * sw + phase - pw], zero for columns outside the image;
+// rows outside the image are left unset (every loop skips the taps that would read them).
 // Tap v of output column j reads padded column j*sw + v*dw = (j + tap_offset)*sw + tap_phase.
 struct InputStage {
   index_t rows, width, plane;
@@ -92,10 +97,7 @@ struct InputStage {
         for (index_t r = 0; r < rows; ++r) {
           acc_t* d = dst + c * plane + (phase * rows + r) * width;
           const index_t row = first + r - g.ph;
-          if (!involution::inside(row, g.h)) {
-            std::fill_n(d, width, acc_t(0));
-            continue;
-          }
+          if (!involution::inside(row, g.h)) continue;  // never read: the loops skip taps outside the image
           const scalar_t* src = x_group + (c * g.h + row) * g.w;
           std::fill_n(d, lo, acc_t(0));
           if (g.sw == 1)  // contiguous: lets the compiler vectorise the copy
@@ -125,7 +127,7 @@ inline void stage_row(acc_t* dst, const scalar_t* src, index_t count, index_t le
 
 // CB channels x B output columns: out[c][j] = sum over taps of w[u][v][j] * x[c][row(u)][col(j, v)].
 template <int CB, int B, typename acc_t, typename scalar_t>
-inline void forward_block(const acc_t* __restrict__ w_rows, index_t wo_pad, const acc_t* __restrict__ xs,
+inline void forward_block(const acc_t* __restrict__ w_rows, index_t w_tap_stride, const acc_t* __restrict__ xs,
                           const InputStage& st, const Geometry& g, index_t r_base, index_t u_lo, index_t u_hi,
                           index_t j0, scalar_t* out, index_t out_channel_stride, index_t count) {
   using V = vec_t<acc_t, B>;
@@ -133,7 +135,7 @@ inline void forward_block(const acc_t* __restrict__ w_rows, index_t wo_pad, cons
   for (index_t u = u_lo; u < u_hi; ++u) {
     const acc_t* x_row = xs + (r_base + u * g.dh) * st.width + j0;
     for (index_t v = 0; v < g.kw; ++v) {
-      const V wv = load<V>(w_rows + (u * g.kw + v) * wo_pad + j0);
+      const V wv = load<V>(w_rows + (u * g.kw + v) * w_tap_stride + j0);
       const acc_t* xv = x_row + st.tap[v];
       for (int c = 0; c < CB; ++c) acc[c] += wv * load<V>(xv + c * st.plane);
     }
@@ -147,29 +149,41 @@ void forward_kernel(const scalar_t* x, const scalar_t* weight, scalar_t* out, co
   const index_t cpg = g.channels_per_group(), wo_pad = round_up(g.wo, B);
   const index_t rows = rows_per_task(g.ho, g.n * g.groups), blocks = ceil_div(g.ho, rows);
   const InputStage st(g, rows, wo_pad);
+  const index_t total_weight = g.n * g.groups * g.weight_plane();
   at::parallel_for(0, g.n * g.groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xs(cpg * st.plane), w_rows(g.kh * g.kw * wo_pad);
+    // w_rows[u][v][i - i0][j]: each tap's rows of the block are one contiguous run of the weight tensor
+    std::vector<acc_t> xs(cpg * st.plane), w_rows(g.kh * g.kw * rows * wo_pad);
     for (int64_t task = begin; task < end; ++task) {
       const index_t block = task % blocks, ng = task / blocks, group = ng % g.groups, n = ng / g.groups;
       const index_t i0 = block * rows, i1 = std::min(g.ho, i0 + rows);
       st.fill(xs.data(), x + (n * g.c + group * cpg) * g.h * g.w, cpg, i0 * g.sh, g);
       const scalar_t* w_ng = weight + ng * g.weight_plane();
+      // float and double weights are read in place: the lanes of a ragged last block read the next
+      // row (results discarded), so only a block whose reads would leave the tensor is staged
+      const bool in_place = std::is_same<scalar_t, acc_t>::value &&
+                            (ng + 1) * g.weight_plane() - (g.ho - i1 + 1) * g.wo + wo_pad <= total_weight;
+      if (!in_place)
+        for (index_t uv = 0; uv < g.kh * g.kw; ++uv)
+          for (index_t i = i0; i < i1; ++i)
+            stage_row(&w_rows[(uv * rows + i - i0) * wo_pad], w_ng + (uv * g.ho + i) * g.wo, g.wo, wo_pad);
+      const index_t w_tap_stride = in_place ? g.ho * g.wo : rows * wo_pad;
       for (index_t i = i0; i < i1; ++i) {
         index_t u_lo, u_hi;
         valid_taps(i, g.kh, g.h, g.sh, g.ph, g.dh, &u_lo, &u_hi);
-        for (index_t u = u_lo; u < u_hi; ++u)
-          for (index_t v = 0; v < g.kw; ++v)
-            stage_row(&w_rows[(u * g.kw + v) * wo_pad], w_ng + ((u * g.kw + v) * g.ho + i) * g.wo, g.wo, wo_pad);
+        const acc_t* w_row = in_place ? reinterpret_cast<const acc_t*>(w_ng + i * g.wo) : &w_rows[(i - i0) * wo_pad];
         const index_t r_base = (i - i0) * g.sh;
         for (index_t j0 = 0; j0 < g.wo; j0 += B) {
           const index_t count = std::min<index_t>(B, g.wo - j0);
           index_t c = 0;
           auto out_at = [&](index_t cl) { return out + ((n * g.c + group * cpg + cl) * g.ho + i) * g.wo + j0; };
+          for (; c + 8 <= cpg; c += 8)
+            forward_block<8, B>(w_row, w_tap_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
+                                g.ho * g.wo, count);
           for (; c + 4 <= cpg; c += 4)
-            forward_block<4, B>(w_rows.data(), wo_pad, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
+            forward_block<4, B>(w_row, w_tap_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
                                 g.ho * g.wo, count);
           for (; c < cpg; ++c)
-            forward_block<1, B>(w_rows.data(), wo_pad, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
+            forward_block<1, B>(w_row, w_tap_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
                                 g.ho * g.wo, count);
         }
       }
@@ -226,6 +240,15 @@ void backward_weight_kernel(const scalar_t* grad_out, const scalar_t* x, scalar_
             const index_t count = std::min<index_t>(B, g.wo - j0);
             const acc_t* go = go_rows.data();
             index_t v = 0;
+            auto block = [&](auto taps) {
+              constexpr int VB = decltype(taps)::value;
+              for (; v + VB <= g.kw; v += VB)
+                backward_weight_block<VB, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
+                                             tap_stride, count);
+            };
+            if (g.kw == 7) block(std::integral_constant<int, 7>());
+            if (g.kw == 5) block(std::integral_constant<int, 5>());
+            if (g.kw == 3) block(std::integral_constant<int, 3>());
             for (; v + 4 <= g.kw; v += 4)
               backward_weight_block<4, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
                                           tap_stride, count);
@@ -344,6 +367,10 @@ void backward_input_kernel(const scalar_t* grad_out, const scalar_t* weight, sca
             const index_t count = std::min<index_t>(B, m_here - m0);
             scalar_t* gx = gx_row + m0 * g.sw + phase;
             index_t c = 0;
+            for (; c + 8 <= cpg; c += 8)
+              backward_input_block<8, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows, tap_u,
+                                         row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w, g.h * g.w, g.sw,
+                                         count);
             for (; c + 4 <= cpg; c += 4)
               backward_input_block<4, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows, tap_u,
                                          row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w, g.h * g.w, g.sw,
