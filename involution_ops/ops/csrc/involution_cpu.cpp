@@ -116,6 +116,11 @@ void valid_taps(index_t i, index_t k, index_t size, index_t s, index_t p, index_
   *hi = std::max(*lo, std::min(k, floor_div(size - 1 + p - i * s, d) + 1));
 }
 
+template <typename T>
+inline void prefetch_row(const T* p, index_t count) {
+  for (index_t k = 0; k < count; k += 64 / sizeof(T)) __builtin_prefetch(p + k);
+}
+
 // dst[j] = src[j] for j < count, 0 up to length.
 template <typename acc_t, typename scalar_t>
 inline void stage_row(acc_t* dst, const scalar_t* src, index_t count, index_t length) {
@@ -127,7 +132,8 @@ inline void stage_row(acc_t* dst, const scalar_t* src, index_t count, index_t le
 
 // CB channels x B output columns: out[c][j] = sum over taps of w[u][v][j] * x[c][row(u)][col(j, v)].
 template <int CB, int B, typename acc_t, typename scalar_t>
-inline void forward_block(const acc_t* __restrict__ w_rows, index_t w_tap_stride, const acc_t* __restrict__ xs,
+inline void forward_block(const acc_t* __restrict__ w_rows, index_t w_tap_stride, index_t w_row_stride,
+                          const acc_t* __restrict__ xs,
                           const InputStage& st, const Geometry& g, index_t r_base, index_t u_lo, index_t u_hi,
                           index_t j0, scalar_t* out, index_t out_channel_stride, index_t count) {
   using V = vec_t<acc_t, B>;
@@ -135,7 +141,11 @@ inline void forward_block(const acc_t* __restrict__ w_rows, index_t w_tap_stride
   for (index_t u = u_lo; u < u_hi; ++u) {
     const acc_t* x_row = xs + (r_base + u * g.dh) * st.width + j0;
     for (index_t v = 0; v < g.kw; ++v) {
-      const V wv = load<V>(w_rows + (u * g.kw + v) * w_tap_stride + j0);
+      const acc_t* w_tap = w_rows + (u * g.kw + v) * w_tap_stride + j0;
+      // the K*K tap rows are too many streams for the hardware prefetcher: fetch the next output row's
+      // lanes of this tap now (prefetches do not fault, so the last row may point past the tensor)
+      __builtin_prefetch(w_tap + w_row_stride);
+      const V wv = load<V>(w_tap);
       const acc_t* xv = x_row + st.tap[v];
       for (int c = 0; c < CB; ++c) acc[c] += wv * load<V>(xv + c * st.plane);
     }
@@ -166,7 +176,7 @@ void forward_kernel(const scalar_t* x, const scalar_t* weight, scalar_t* out, co
         for (index_t uv = 0; uv < g.kh * g.kw; ++uv)
           for (index_t i = i0; i < i1; ++i)
             stage_row(&w_rows[(uv * rows + i - i0) * wo_pad], w_ng + (uv * g.ho + i) * g.wo, g.wo, wo_pad);
-      const index_t w_tap_stride = in_place ? g.ho * g.wo : rows * wo_pad;
+      const index_t w_tap_stride = in_place ? g.ho * g.wo : rows * wo_pad, w_row_stride = in_place ? g.wo : wo_pad;
       for (index_t i = i0; i < i1; ++i) {
         index_t u_lo, u_hi;
         valid_taps(i, g.kh, g.h, g.sh, g.ph, g.dh, &u_lo, &u_hi);
@@ -177,13 +187,13 @@ void forward_kernel(const scalar_t* x, const scalar_t* weight, scalar_t* out, co
           index_t c = 0;
           auto out_at = [&](index_t cl) { return out + ((n * g.c + group * cpg + cl) * g.ho + i) * g.wo + j0; };
           for (; c + 8 <= cpg; c += 8)
-            forward_block<8, B>(w_row, w_tap_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
+            forward_block<8, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
                                 g.ho * g.wo, count);
           for (; c + 4 <= cpg; c += 4)
-            forward_block<4, B>(w_row, w_tap_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
+            forward_block<4, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
                                 g.ho * g.wo, count);
           for (; c < cpg; ++c)
-            forward_block<1, B>(w_row, w_tap_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
+            forward_block<1, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
                                 g.ho * g.wo, count);
         }
       }
@@ -197,7 +207,7 @@ void forward_kernel(const scalar_t* x, const scalar_t* weight, scalar_t* out, co
 template <int VB, int B, typename acc_t, typename scalar_t>
 inline void backward_weight_block(const acc_t* __restrict__ go_rows, index_t wo_pad, const acc_t* __restrict__ xs,
                                   const InputStage& st, index_t cpg, index_t row, index_t v0, index_t j0,
-                                  scalar_t* gw, index_t tap_stride, index_t count) {
+                                  scalar_t* gw, index_t tap_stride, index_t next_row, index_t count) {
   using V = vec_t<acc_t, B>;
   V acc[VB] = {};
   const acc_t* x_row = xs + row * st.width + j0;
@@ -206,7 +216,10 @@ inline void backward_weight_block(const acc_t* __restrict__ go_rows, index_t wo_
     const acc_t* xc = x_row + c * st.plane;
     for (int t = 0; t < VB; ++t) acc[t] += gv * load<V>(xc + st.tap[v0 + t]);
   }
-  for (int t = 0; t < VB; ++t) store(gw + t * tap_stride, acc[t], count);
+  for (int t = 0; t < VB; ++t) {
+    store(gw + t * tap_stride, acc[t], count);
+    __builtin_prefetch(gw + t * tap_stride + next_row, 1);  // the grad-weight rows are K*K store streams
+  }
 }
 
 template <int B, typename scalar_t>
@@ -244,20 +257,20 @@ void backward_weight_kernel(const scalar_t* grad_out, const scalar_t* x, scalar_
               constexpr int VB = decltype(taps)::value;
               for (; v + VB <= g.kw; v += VB)
                 backward_weight_block<VB, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
-                                             tap_stride, count);
+                                             tap_stride, g.wo, count);
             };
             if (g.kw == 7) block(std::integral_constant<int, 7>());
             if (g.kw == 5) block(std::integral_constant<int, 5>());
             if (g.kw == 3) block(std::integral_constant<int, 3>());
             for (; v + 4 <= g.kw; v += 4)
               backward_weight_block<4, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
-                                          tap_stride, count);
+                                          tap_stride, g.wo, count);
             for (; v + 2 <= g.kw; v += 2)
               backward_weight_block<2, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
-                                          tap_stride, count);
+                                          tap_stride, g.wo, count);
             for (; v < g.kw; ++v)
               backward_weight_block<1, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
-                                          tap_stride, count);
+                                          tap_stride, g.wo, count);
           }
         }
       }
@@ -332,20 +345,23 @@ void backward_input_kernel(const scalar_t* grad_out, const scalar_t* weight, sca
       const index_t i_lo = std::max<index_t>(0, ceil_div(r0 + g.ph - (g.kh - 1) * g.dh, g.sh));
       const index_t i_hi = std::min(g.ho, floor_div(r1 - 1 + g.ph, g.sh) + 1);
       const scalar_t* w_ng = weight + ng * g.weight_plane();
-      for (index_t i = i_lo; i < i_hi; ++i) {
-        const index_t ri = i - i_lo;
-        for (index_t uv = 0; uv < g.kh * g.kw; ++uv) {
-          acc_t* d = &w_st[(uv * out_rows + ri) * st.length];
+      // tap by tap, each a contiguous run of rows; the next tap's run is prefetched meanwhile, as the
+      // K*K runs are too many streams for the hardware prefetcher
+      for (index_t uv = 0; uv < g.kh * g.kw; ++uv)
+        for (index_t i = i_lo; i < i_hi; ++i) {
+          acc_t* d = &w_st[(uv * out_rows + i - i_lo) * st.length];
+          const scalar_t* src = w_ng + (uv * g.ho + i) * g.wo;
+          if (uv + 1 < g.kh * g.kw) prefetch_row(src + g.ho * g.wo, g.wo);
           std::fill_n(d, st.base, acc_t(0));
-          stage_row(d + st.base, w_ng + (uv * g.ho + i) * g.wo, g.wo, st.length - st.base);
+          stage_row(d + st.base, src, g.wo, st.length - st.base);
         }
-        for (index_t cl = 0; cl < cpg; ++cl) {
-          acc_t* d = &go_st[(cl * out_rows + ri) * st.length];
+      for (index_t cl = 0; cl < cpg; ++cl)
+        for (index_t i = i_lo; i < i_hi; ++i) {
+          acc_t* d = &go_st[(cl * out_rows + i - i_lo) * st.length];
           std::fill_n(d, st.base, acc_t(0));
           stage_row(d + st.base, grad_out + ((n * g.c + group * cpg + cl) * g.ho + i) * g.wo, g.wo,
                     st.length - st.base);
         }
-      }
       const index_t go_channel_stride = out_rows * st.length;
       for (index_t r = r0; r < r1; ++r) {
         tap_rows.clear();
