@@ -64,11 +64,11 @@ inline void store(scalar_t* dst, const V& acc, index_t count) {
     for (index_t lane = 0; lane < count; ++lane) dst[lane] = static_cast<scalar_t>(acc[lane]);
 }
 
-// Output rows per task: up to 8, fewer when (n, group) pairs are too few to keep the threads busy.
-index_t rows_per_task(index_t rows, index_t slices) {
+// Rows per task: up to max_rows, fewer when (n, group) pairs are too few to keep the threads busy.
+index_t rows_per_task(index_t rows, index_t slices, index_t max_rows = 8) {
   const index_t wanted_tasks = 8 * static_cast<index_t>(at::get_num_threads());
   const index_t blocks = std::max<index_t>(1, ceil_div(wanted_tasks, slices));
-  return std::max<index_t>(1, std::min<index_t>(8, ceil_div(rows, blocks)));
+  return std::max<index_t>(1, std::min<index_t>(max_rows, ceil_div(rows, blocks)));
 }
 
 // Staged input of one task: for each channel of the group, `rows` padded input rows starting at
@@ -100,8 +100,11 @@ struct InputStage {
           if (!involution::inside(row, g.h)) continue;  // never read: the loops skip taps outside the image
           const scalar_t* src = x_group + (c * g.h + row) * g.w;
           std::fill_n(d, lo, acc_t(0));
-          if (g.sw == 1)  // contiguous: lets the compiler vectorise the copy
+          // constant strides let the compiler vectorise the copy (stride 2 with permutes)
+          if (g.sw == 1)
             for (index_t m = lo; m < hi; ++m) d[m] = static_cast<acc_t>(src[m - g.pw]);
+          else if (g.sw == 2)
+            for (index_t m = lo; m < hi; ++m) d[m] = static_cast<acc_t>(src[2 * m + phase - g.pw]);
           else
             for (index_t m = lo; m < hi; ++m) d[m] = static_cast<acc_t>(src[m * g.sw + phase - g.pw]);
           std::fill_n(d + hi, width - hi, acc_t(0));
@@ -330,9 +333,10 @@ void backward_input_kernel(const scalar_t* grad_out, const scalar_t* weight, sca
   using acc_t = at::opmath_type<scalar_t>;
   const index_t cpg = g.channels_per_group(), m_count = ceil_div(g.w, g.sw), m_pad = round_up(m_count, B);
   const OutputRowStage st(g, m_pad);
-  // input rows per task: bounded so the staged weight rows stay cache-sized
-  const index_t budget = std::max<index_t>(1, (64 * 1024) / (g.kh * g.kw * st.length));
-  index_t rows = std::min(rows_per_task(g.h, g.n * g.groups), budget);
+  // Input rows per task: as many as keep the staged weight rows within about 1 MiB of float (L2), since
+  // the K-1 output rows shared with the neighbouring block are read from memory again.
+  const index_t budget = std::max<index_t>(1, (256 * 1024) / (g.kh * g.kw * st.length) - (g.kh - 1) * g.dh);
+  const index_t rows = rows_per_task(g.h, g.n * g.groups, budget);
   const index_t blocks = ceil_div(g.h, rows);
   const index_t out_rows = (rows + (g.kh - 1) * g.dh) / g.sh + 1;  // output rows one block can touch
   at::parallel_for(0, g.n * g.groups * blocks, 1, [&](int64_t begin, int64_t end) {
