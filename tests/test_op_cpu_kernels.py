@@ -72,7 +72,7 @@ def _expected(x, weight, grad, s, p, d):
 
 
 def _run(kernel, x, weight, grad, case):
-    n, c, g, h, w, k, s, p, d, _ = case
+    _, _, g, h, w, k, s, p, d, _ = case
     st, pad, dil = [s, s], [p, p], [d, d]
     return (
         kernel.forward(x, weight, st, pad, dil),
@@ -85,7 +85,7 @@ def _check(got, want, rtol, atol_scale):
     for name, a, b in zip(("forward", "grad input", "grad weight"), got, want):
         assert a.shape == b.shape, name
         atol = atol_scale * max(b.abs().max().item(), 1.0)
-        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)

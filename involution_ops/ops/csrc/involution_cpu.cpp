@@ -188,16 +188,15 @@ void forward_kernel(const scalar_t* x, const scalar_t* weight, scalar_t* out, co
         for (index_t j0 = 0; j0 < g.wo; j0 += B) {
           const index_t count = std::min<index_t>(B, g.wo - j0);
           index_t c = 0;
-          auto out_at = [&](index_t cl) { return out + ((n * g.c + group * cpg + cl) * g.ho + i) * g.wo + j0; };
-          for (; c + 8 <= cpg; c += 8)
-            forward_block<8, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
-                                g.ho * g.wo, count);
-          for (; c + 4 <= cpg; c += 4)
-            forward_block<4, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
-                                g.ho * g.wo, count);
-          for (; c < cpg; ++c)
-            forward_block<1, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi, j0, out_at(c),
-                                g.ho * g.wo, count);
+          auto channels = [&](auto block) {  // blocks of CB channels share each weight vector
+            constexpr int CB = decltype(block)::value;
+            for (; c + CB <= cpg; c += CB)
+              forward_block<CB, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi,
+                                   j0, out + ((n * g.c + group * cpg + c) * g.ho + i) * g.wo + j0, g.ho * g.wo, count);
+          };
+          channels(std::integral_constant<int, 8>());
+          channels(std::integral_constant<int, 4>());
+          channels(std::integral_constant<int, 1>());
         }
       }
     }
@@ -387,18 +386,16 @@ void backward_input_kernel(const scalar_t* grad_out, const scalar_t* weight, sca
             const index_t count = std::min<index_t>(B, m_here - m0);
             scalar_t* gx = gx_row + m0 * g.sw + phase;
             index_t c = 0;
-            for (; c + 8 <= cpg; c += 8)
-              backward_input_block<8, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows, tap_u,
-                                         row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w, g.h * g.w, g.sw,
-                                         count);
-            for (; c + 4 <= cpg; c += 4)
-              backward_input_block<4, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows, tap_u,
-                                         row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w, g.h * g.w, g.sw,
-                                         count);
-            for (; c < cpg; ++c)
-              backward_input_block<1, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows, tap_u,
-                                         row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w, g.h * g.w, g.sw,
-                                         count);
+            auto channels = [&](auto block) {  // blocks of CB channels share each weight vector
+              constexpr int CB = decltype(block)::value;
+              for (; c + CB <= cpg; c += CB)
+                backward_input_block<CB, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows,
+                                            tap_u, row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w,
+                                            g.h * g.w, g.sw, count);
+            };
+            channels(std::integral_constant<int, 8>());
+            channels(std::integral_constant<int, 4>());
+            channels(std::integral_constant<int, 1>());
           }
         }
       }
