@@ -2,9 +2,13 @@
 """Benchmark the involution backends against the `unfold` formula (the official
 naive version: unfold -> view -> multiply -> sum) in one run.
 
-For every shape and backend: forward time, forward+backward time and the peak
-extra memory of forward+backward (above the inputs), each case in a fresh
-subprocess. CPU memory is the peak resident set size (VmHWM, reset before the
+For every shape and backend: forward time, forward+backward time, their speed in
+GMAC/s (forward N*C*Ho*Wo*K*K multiply-adds, forward+backward three times that),
+and the peak extra memory of forward+backward (above the inputs), each case in a
+fresh subprocess. Each case also times a matrix product of the same dtype on the
+same device and threads (the 1x1 convolution of that layer: (N*H*W, C) x (C, C),
+"sgemm" in float32), so the operator's speed is printed as a fraction of what
+this machine's GEMM reaches at the same moment. CPU memory is the peak resident set size (VmHWM, reset before the
 run) minus the resident size before it (glibc told to return freed buffers); CUDA memory is max_memory_allocated
 minus memory_allocated before. Prints a table of ratios against `unfold`.
 
@@ -23,26 +27,41 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name: (N, C, H, W); K = 7, G = C / 16, stride 1, padding 3 (RedNet-50 and detection FPN shapes)
+# name: (N, C, H, W, stride); K = 7, G = C / 16, padding 3: the RedNet-50 stages (and the stride-2
+# involution opening stage 2) and a detection FPN level
 SHAPES = {
-    "N8-C64-56x56": (8, 64, 56, 56),
-    "N8-C256-14x14": (8, 256, 14, 14),
-    "N2-C256-200x336": (2, 256, 200, 336),
+    "N8-C64-56x56": (8, 64, 56, 56, 1),
+    "N8-C64-56x56-s2": (8, 64, 56, 56, 2),
+    "N8-C128-28x28": (8, 128, 28, 28, 1),
+    "N8-C256-14x14": (8, 256, 14, 14, 1),
+    "N8-C512-7x7": (8, 512, 7, 7, 1),
+    "N2-C256-200x336": (2, 256, 200, 336, 1),
 }
 KERNEL = 7
 BACKENDS = ("unfold", "reference", "cpu", "cuda")
 TARGET_SPEEDUP = 10.0
 TARGET_MEMORY = 0.10
+TARGET_GEMM_SHARE = 0.25  # operator fwd+bwd GMAC/s as a share of the same run's GEMM GMAC/s
 
 
 # --------------------------------------------------------------------------- worker (one case per process)
 
-def _unfold_formula(x, weight, padding):
+def _out_size(size: int, stride: int) -> int:
+    pad = KERNEL // 2
+    return (size + 2 * pad - (KERNEL - 1) - 1) // stride + 1
+
+
+def _forward_macs(shape) -> int:
+    n, c, h, w, stride = shape
+    return n * c * _out_size(h, stride) * _out_size(w, stride) * KERNEL * KERNEL
+
+
+def _unfold_formula(x, weight, padding, stride):
     import torch.nn.functional as F
 
     n, c = x.shape[:2]
     _, g, kh, kw, ho, wo = weight.shape
-    cols = F.unfold(x, (kh, kw), padding=padding).view(n, g, c // g, kh * kw, ho, wo)
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).view(n, g, c // g, kh * kw, ho, wo)
     return (cols * weight.view(n, g, 1, kh * kw, ho, wo)).sum(dim=3).view(n, c, ho, wo)
 
 
@@ -67,18 +86,19 @@ def _worker(spec: dict) -> dict:
 
     device, backend = torch.device(spec["device"]), spec["backend"]
     dtype = getattr(torch, spec["dtype"])
-    n, c, h, w = spec["shape"]
+    n, c, h, w, stride = spec["shape"]
+    ho, wo = _out_size(h, stride), _out_size(w, stride)
     pad = KERNEL // 2
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(n, c, h, w, device=device, dtype=dtype, generator=gen)
-    weight = torch.randn(n, c // 16, KERNEL, KERNEL, h, w, device=device, dtype=dtype, generator=gen)
-    grad = torch.randn(n, c, h, w, device=device, dtype=dtype, generator=gen)
+    weight = torch.randn(n, c // 16, KERNEL, KERNEL, ho, wo, device=device, dtype=dtype, generator=gen)
+    grad = torch.randn(n, c, ho, wo, device=device, dtype=dtype, generator=gen)
 
     if backend == "unfold":
-        op = lambda a, b: _unfold_formula(a, b, pad)  # noqa: E731
+        op = lambda a, b: _unfold_formula(a, b, pad, stride)  # noqa: E731
     else:
-        op = lambda a, b: involution(a, b, 1, pad, 1, backend=backend)  # noqa: E731
-        involution(x[:1, :16, :8, :8], weight[:1, :1, :, :, :2, :2].contiguous(), 1, 0, 1, backend=backend)
+        op = lambda a, b: involution(a, b, stride, pad, 1, backend=backend)  # noqa: E731
+        involution(x[:1, :16], weight[:1, :1].contiguous(), stride, pad, 1, backend=backend)  # builds/loads the kernel
 
     def forward():
         with torch.no_grad():
@@ -122,6 +142,14 @@ def _worker(spec: dict) -> dict:
             total += times[-1]
         return sorted(times)[len(times) // 2]
 
+    # the layer's 1x1 convolution as a GEMM, timed before and after the operator (the machine may be shared)
+    gemm_a = torch.randn(n * h * w, c, device=device, dtype=dtype, generator=gen)
+    gemm_b = torch.randn(c, c, device=device, dtype=dtype, generator=gen)
+
+    def gemm():
+        torch.mm(gemm_a, gemm_b)
+
+    gemm_times = [measure_time(gemm, 0.0)]
     result = {}
     for mode, run in (("fwd", forward), ("fwdbwd", forward_backward)):
         if mode in spec.get("skip", ()):
@@ -129,6 +157,9 @@ def _worker(spec: dict) -> dict:
         memory, first = measure_memory(run)
         result[mode + "_ms"] = measure_time(run, first) * 1000
         result[mode + "_mib"] = memory
+    gemm_times.append(measure_time(gemm, 0.0))
+    result["gemm_gmacs"] = n * h * w * c * c / min(gemm_times) / 1e9
+    result["threads"] = torch.get_num_threads()
     return result
 
 
@@ -149,7 +180,7 @@ def _unfold_skips(shape, dtype_bytes: int, device: str, fraction: float) -> tupl
     """The unfold formula needs K*K copies of the input: skip what cannot fit instead of swapping or dying."""
     if device != "cpu":
         return [], ""
-    copy_mib = shape[0] * shape[1] * shape[2] * shape[3] * KERNEL * KERNEL * dtype_bytes / 2**20
+    copy_mib = _forward_macs(shape) * dtype_bytes / 2**20  # one value per MAC
     budget = _available_mib() * fraction
     skips = [mode for mode, copies in (("fwd", 2), ("fwdbwd", 3)) if copies * copy_mib > budget]
     note = f"needs ~{3 * copy_mib / 1024:.1f} GiB, {budget / 1024:.1f} GiB allowed" if skips else ""
@@ -239,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if "cpu" in devices and args.dtype == "float16":
         print("note: the CPU kernel computes float16 in float32 but PyTorch's own CPU ops are slow in float16")
 
+    load_before = os.getloadavg()
     rows = []
     for device in devices:
         backends = [b for b in args.backends if b in ("unfold", "reference", device)]
@@ -257,30 +289,56 @@ def main(argv: list[str] | None = None) -> int:
                 if backend == "unfold" and spec["skip"] and shape[0] > 1:
                     rows += _single_image_comparison(device, shape_name, shape, backends, spec, args, dtype_bytes)
 
-    _print_table(rows, args.dtype)
+    for row in rows:
+        _add_speed(row)
+    load_after = os.getloadavg()
+    _print_table(rows, args.dtype, load_before, load_after)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "x") as out:
             json.dump(dict(dtype=args.dtype, kernel=KERNEL, torch=torch.__version__,
-                           threads=torch.get_num_threads(), rows=rows), out, indent=1)
+                           threads=torch.get_num_threads(), loadavg_before=load_before, loadavg_after=load_after,
+                           rows=rows), out, indent=1)
     return 0
 
 
-def _print_table(rows: list[dict], dtype: str) -> None:
+def _add_speed(row: dict) -> None:
+    """GMAC/s of the operator and its share of the GEMM speed measured in the same process."""
+    shape = SHAPES[row["shape"].split("@")[0]]
+    if row["shape"].endswith("@N1"):
+        shape = (1, *shape[1:])
+    macs = _forward_macs(shape)
+    row["fwd_gmac"] = macs / 1e9
+    for mode, factor in (("fwd", 1), ("fwdbwd", 3)):
+        if row.get(mode + "_ms"):
+            row[mode + "_gmacs"] = factor * macs / (row[mode + "_ms"] / 1000) / 1e9
+            if row.get("gemm_gmacs"):
+                row[mode + "_gemm_share"] = row[mode + "_gmacs"] / row["gemm_gmacs"]
+
+
+def _print_table(rows: list[dict], dtype: str, load_before, load_after) -> None:
     import torch
 
-    print(f"\ninvolution K={KERNEL}, G=C/16, stride 1, {dtype}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads. Ratios are against `unfold` on the same device "
-          "(speed-up = unfold time / time; memory = peak extra memory of fwd+bwd / unfold's).")
-    header = ("device", "shape", "backend", "fwd ms", "fwd+bwd ms", "fwd+bwd MiB",
-              "fwd speed-up", "fwd+bwd speed-up", "memory", "note")
+    gemm = {"float32": "sgemm", "float64": "dgemm"}.get(dtype, f"{dtype} gemm")
+    print(f"\ninvolution K={KERNEL}, G=C/16, padding 3, {dtype}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads, {os.cpu_count()} CPUs; load average (1, 5, 15 min) "
+          f"{' '.join(f'{v:.2f}' for v in load_before)} before, {' '.join(f'{v:.2f}' for v in load_after)} after "
+          "(a load above the thread count means other processes shared the CPUs).")
+    print(f"Ratios are against `unfold` on the same device (speed-up = unfold time / time; memory = peak extra "
+          f"memory of fwd+bwd / unfold's). GMAC/s: forward {KERNEL * KERNEL} MAC per output value, fwd+bwd 3x; "
+          f"'{gemm}' = GMAC/s of torch.mm (N*H*W, C) x (C, C) timed in the same process, '% {gemm}' = "
+          "fwd+bwd GMAC/s / that.")
+    header = ("device", "shape", "backend", "GMAC", "fwd ms", "fwd+bwd ms", "fwd GMAC/s", "fwd+bwd GMAC/s", gemm,
+              f"% {gemm}", "fwd+bwd MiB", "fwd speed-up", "fwd+bwd speed-up", "memory", "note")
     table = [header]
     baselines = {(r["device"], r["shape"]): r for r in rows if r["backend"] == "unfold"}
     verdicts = []
     for r in rows:
         base = baselines.get((r["device"], r["shape"]), {})
         table.append((
-            r["device"], r["shape"], r["backend"], _fmt(r.get("fwd_ms")), _fmt(r.get("fwdbwd_ms")),
+            r["device"], r["shape"], r["backend"], _fmt(r.get("fwd_gmac"), "{:.3f}"), _fmt(r.get("fwd_ms")),
+            _fmt(r.get("fwdbwd_ms")), _fmt(r.get("fwd_gmacs"), "{:.2f}"), _fmt(r.get("fwdbwd_gmacs"), "{:.2f}"),
+            _fmt(r.get("gemm_gmacs")), _fmt(r.get("fwdbwd_gemm_share") and 100 * r["fwdbwd_gemm_share"], "{:.0f}%"),
             _fmt(r.get("fwdbwd_mib"), "{:.0f}"),
             _ratio(base.get("fwd_ms"), r.get("fwd_ms")) if r["backend"] != "unfold" else "1.0x",
             _ratio(base.get("fwdbwd_ms"), r.get("fwdbwd_ms")) if r["backend"] != "unfold" else "1.0x",
@@ -297,6 +355,12 @@ def _print_table(rows: list[dict], dtype: str) -> None:
                                 f"(target <= {100 * TARGET_MEMORY:.0f}%): {'PASS' if ok else 'FAIL'}")
             elif not any(other["shape"] == r["shape"] + "@N1" for other in rows):
                 verdicts.append(f"{r['shape']}: cpu kernel target not measurable (unfold skipped or failed)")
+        if r["backend"] == r["device"] and r.get("fwdbwd_gemm_share") is not None:
+            share = r["fwdbwd_gemm_share"]
+            verdicts.append(f"{r['shape']}: {r['device']} kernel fwd+bwd {r['fwdbwd_gmacs']:.2f} GMAC/s = "
+                            f"{100 * share:.0f}% of {gemm} {r['gemm_gmacs']:.1f} GMAC/s "
+                            f"(target >= {100 * TARGET_GEMM_SHARE:.0f}%): "
+                            f"{'PASS' if share >= TARGET_GEMM_SHARE else 'FAIL'}")
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for index, row in enumerate(table):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

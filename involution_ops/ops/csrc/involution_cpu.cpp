@@ -1,20 +1,34 @@
 // CPU involution: forward, gradient of the input and of the weight.
-// Row-oriented loops over contiguous NCHW data, register-blocked over output
-// columns, parallel with at::parallel_for, accumulation in at::opmath_type
-// (float for bfloat16/half). Extra memory: the result plus a few padded rows
-// per thread.
+//
+// Layout choices. Every kernel is vectorised over one spatial axis of a row
+// (output columns j for forward and grad-weight, input columns of one stride
+// phase for grad-input) in blocks of B = 8 or 16 lanes, whichever pads that
+// axis least (7 -> 8, 14 -> 16, 28 -> 32, 56 -> 56), using GCC/Clang vector
+// types so the accumulators stay in registers. The channels of a group share
+// the kernel weight of a pixel, so forward and grad-input reuse one weight
+// vector for a block of channels, and grad-weight reuses one grad_out vector
+// for a block of kernel taps. Before the loops, each task stages what it reads
+// into small per-thread buffers in at::opmath_type (float for bfloat16/half):
+// zero-padded, and for column stride s split into s column phases, so that
+// every tap reads contiguous lanes (stride 2 wastes none) and the inner loops
+// have no bounds checks. Tasks are (n, group, block of rows), so small maps
+// still give many tasks to balance across threads.
 #include <torch/extension.h>
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "involution_index.h"
 
 namespace {
 
+using involution::ceil_div;
+using involution::floor_div;
 using involution::index_t;
 
 struct Geometry {
@@ -23,133 +37,242 @@ struct Geometry {
   index_t weight_plane() const { return kh * kw * ho * wo; }  // one (n, g) slice of the weight
 };
 
-// Per kernel column tap v: output columns [lo, hi) that read inside the image.
-struct ColumnRanges {
-  std::vector<index_t> lo, hi;
-  explicit ColumnRanges(const Geometry& g) : lo(g.kw), hi(g.kw) {
-    for (index_t v = 0; v < g.kw; ++v)
-      involution::valid_output_range(v, g.w, g.wo, g.sw, g.pw, g.dw, &lo[v], &hi[v]);
+index_t round_up(index_t value, index_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+
+// 8 or 16 lanes, whichever pads `length` less (16 on a tie: fewer blocks).
+int pick_lanes(index_t length) { return round_up(length, 16) == round_up(length, 8) ? 16 : 8; }
+
+template <typename T, int B>
+struct VecOf {
+  typedef T type __attribute__((vector_size(B * sizeof(T))));
+};
+template <typename T, int B>
+using vec_t = typename VecOf<T, B>::type;
+
+template <typename V, typename T>
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename scalar_t, typename V>
+inline void store(scalar_t* dst, const V& acc, index_t count) {
+  if (std::is_same<scalar_t, std::remove_reference_t<decltype(acc[0])>>::value && count * sizeof(scalar_t) == sizeof(V))
+    std::memcpy(dst, &acc, sizeof(V));
+  else
+    for (index_t lane = 0; lane < count; ++lane) dst[lane] = static_cast<scalar_t>(acc[lane]);
+}
+
+// Rows per task: up to max_rows, fewer when (n, group) pairs are too few to keep the threads busy.
+index_t rows_per_task(index_t rows, index_t slices, index_t max_rows = 8) {
+  const index_t wanted_tasks = 8 * static_cast<index_t>(at::get_num_threads());
+  const index_t blocks = std::max<index_t>(1, ceil_div(wanted_tasks, slices));
+  return std::max<index_t>(1, std::min<index_t>(max_rows, ceil_div(rows, blocks)));
+}
+
+// Staged input of one task: for each channel of the group, `rows` padded input rows starting at
+// padded row `first` (input row first - ph), each split into sw column phases of `width` values:
+// stage[c][phase][r][m] = x[c][first + r - ph][m * sw + phase - pw], zero for columns outside the image;
+// rows outside the image are left unset (every loop skips the taps that would read them).
+// Tap v of output column j reads padded column j*sw + v*dw = (j + tap_offset)*sw + tap_phase.
+struct InputStage {
+  index_t rows, width, plane;
+  std::vector<index_t> tap;  // per v: offset of the tap's lane 0 within a staged row-plane, minus j
+
+  InputStage(const Geometry& g, index_t out_rows, index_t wo_pad) {
+    rows = (out_rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    width = wo_pad + (g.kw - 1) * g.dw / g.sw + 1;
+    plane = g.sw * rows * width;
+    for (index_t v = 0; v < g.kw; ++v) tap.push_back((v * g.dw % g.sw) * rows * width + v * g.dw / g.sw);
+  }
+
+  template <typename acc_t, typename scalar_t>
+  void fill(acc_t* dst, const scalar_t* x_group, index_t channels, index_t first, const Geometry& g) const {
+    for (index_t c = 0; c < channels; ++c)
+      for (index_t phase = 0; phase < g.sw; ++phase) {
+        // staged columns [lo, hi) of this phase lie inside the image
+        const index_t lo = std::min(width, std::max<index_t>(0, ceil_div(g.pw - phase, g.sw)));
+        const index_t hi = std::min(width, std::max(lo, floor_div(g.w - 1 + g.pw - phase, g.sw) + 1));
+        for (index_t r = 0; r < rows; ++r) {
+          acc_t* d = dst + c * plane + (phase * rows + r) * width;
+          const index_t row = first + r - g.ph;
+          if (!involution::inside(row, g.h)) continue;  // never read: the loops skip taps outside the image
+          const scalar_t* src = x_group + (c * g.h + row) * g.w;
+          std::fill_n(d, lo, acc_t(0));
+          // constant strides let the compiler vectorise the copy (stride 2 with permutes)
+          if (g.sw == 1)
+            for (index_t m = lo; m < hi; ++m) d[m] = static_cast<acc_t>(src[m - g.pw]);
+          else if (g.sw == 2)
+            for (index_t m = lo; m < hi; ++m) d[m] = static_cast<acc_t>(src[2 * m + phase - g.pw]);
+          else
+            for (index_t m = lo; m < hi; ++m) d[m] = static_cast<acc_t>(src[m * g.sw + phase - g.pw]);
+          std::fill_n(d + hi, width - hi, acc_t(0));
+        }
+      }
   }
 };
 
-// acc[j * step + offset] += a[j] * b[j] for j in [lo, hi)
-template <typename acc_t, typename a_t, typename b_t>
-inline void scatter_fma(acc_t* __restrict__ acc, const a_t* __restrict__ a, const b_t* __restrict__ b, index_t lo,
-                        index_t hi, index_t step, index_t offset) {
-  if (step == 1) {
-    acc_t* __restrict__ shifted = acc + offset;
-    for (index_t j = lo; j < hi; ++j) shifted[j] += static_cast<acc_t>(a[j]) * static_cast<acc_t>(b[j]);
-  } else {
-    for (index_t j = lo; j < hi; ++j) acc[j * step + offset] += static_cast<acc_t>(a[j]) * static_cast<acc_t>(b[j]);
-  }
+// Kernel taps [lo, hi) whose input row i*s + u*d - p lies inside [0, size).
+void valid_taps(index_t i, index_t k, index_t size, index_t s, index_t p, index_t d, index_t* lo, index_t* hi) {
+  *lo = std::min(k, std::max<index_t>(0, ceil_div(p - i * s, d)));
+  *hi = std::max(*lo, std::min(k, floor_div(size - 1 + p - i * s, d) + 1));
 }
 
-template <typename scalar_t, typename acc_t>
-inline void store_row(scalar_t* dst, const acc_t* src, index_t count) {
-  for (index_t j = 0; j < count; ++j) dst[j] = static_cast<scalar_t>(src[j]);
+template <typename T>
+inline void prefetch_row(const T* p, index_t count) {
+  for (index_t k = 0; k < count; k += 64 / sizeof(T)) __builtin_prefetch(p + k);
 }
 
-// Register-blocked kernels: kBlock output columns are accumulated in registers
-// over all kernel taps (and channels). Rows are first copied, converted to
-// acc_t and zero-padded, so the inner loops have no bounds checks and read
-// past no tensor's end. kStride == 0 means "stride known only at run time".
-constexpr index_t kBlock = 16;
-
-index_t round_up(index_t value, index_t multiple) { return (value + multiple - 1) / multiple * multiple; }
-
-// dst[q] = src[q - offset] for 0 <= q - offset < count, else 0, for q in [0, length)
+// dst[j] = src[j] for j < count, 0 up to length.
 template <typename acc_t, typename scalar_t>
-inline void copy_padded(acc_t* dst, const scalar_t* src, index_t count, index_t offset, index_t length) {
-  for (index_t q = 0; q < length; ++q) {
-    const index_t k = q - offset;
-    dst[q] = (k >= 0 && k < count) ? static_cast<acc_t>(src[k]) : acc_t(0);
+inline void stage_row(acc_t* dst, const scalar_t* src, index_t count, index_t length) {
+  for (index_t j = 0; j < count; ++j) dst[j] = static_cast<acc_t>(src[j]);
+  std::fill(dst + count, dst + length, acc_t(0));
+}
+
+// ----------------------------------------------------------------------------------------------- forward
+
+// CB channels x B output columns: out[c][j] = sum over taps of w[u][v][j] * x[c][row(u)][col(j, v)].
+template <int CB, int B, typename acc_t, typename scalar_t>
+inline void forward_block(const acc_t* __restrict__ w_rows, index_t w_tap_stride, index_t w_row_stride,
+                          const acc_t* __restrict__ xs,
+                          const InputStage& st, const Geometry& g, index_t r_base, index_t u_lo, index_t u_hi,
+                          index_t j0, scalar_t* out, index_t out_channel_stride, index_t count) {
+  using V = vec_t<acc_t, B>;
+  V acc[CB] = {};
+  for (index_t u = u_lo; u < u_hi; ++u) {
+    const acc_t* x_row = xs + (r_base + u * g.dh) * st.width + j0;
+    for (index_t v = 0; v < g.kw; ++v) {
+      const acc_t* w_tap = w_rows + (u * g.kw + v) * w_tap_stride + j0;
+      // the K*K tap rows are too many streams for the hardware prefetcher: fetch the next output row's
+      // lanes of this tap now (prefetches do not fault, so the last row may point past the tensor)
+      __builtin_prefetch(w_tap + w_row_stride);
+      const V wv = load<V>(w_tap);
+      const acc_t* xv = x_row + st.tap[v];
+      for (int c = 0; c < CB; ++c) acc[c] += wv * load<V>(xv + c * st.plane);
+    }
   }
+  for (int c = 0; c < CB; ++c) store(out + c * out_channel_stride, acc[c], count);
 }
 
-template <int kStride, typename acc_t>
-inline void block_fma(acc_t (&acc)[kBlock], const acc_t* __restrict__ a, const acc_t* __restrict__ b, index_t step) {
-  const index_t s = kStride ? kStride : step;
-  for (index_t lane = 0; lane < kBlock; ++lane) acc[lane] += a[lane] * b[lane * s];
-}
-
-template <typename scalar_t, typename acc_t>
-inline void store_block(scalar_t* dst, const acc_t (&acc)[kBlock], index_t count) {
-  for (index_t lane = 0; lane < count; ++lane) dst[lane] = static_cast<scalar_t>(acc[lane]);
-}
-
-// Padded input row length: column j*s + v*d of the padded row is x column j*s + v*d - p.
-index_t padded_input_width(const Geometry& g) { return (round_up(g.wo, kBlock) - 1) * g.sw + (g.kw - 1) * g.dw + 1; }
-
-// One task per (n, g, i): the weight rows of output row i are shared by the group's channels.
-template <int kStride, typename scalar_t>
+template <int B, typename scalar_t>
 void forward_kernel(const scalar_t* x, const scalar_t* weight, scalar_t* out, const Geometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t cpg = g.channels_per_group(), wo_pad = round_up(g.wo, kBlock), xw = padded_input_width(g);
-  at::parallel_for(0, g.n * g.groups * g.ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> w_rows(g.kh * g.kw * wo_pad), x_rows(g.kh * xw);
-    std::vector<index_t> taps;
+  const index_t cpg = g.channels_per_group(), wo_pad = round_up(g.wo, B);
+  const index_t rows = rows_per_task(g.ho, g.n * g.groups), blocks = ceil_div(g.ho, rows);
+  const InputStage st(g, rows, wo_pad);
+  const index_t total_weight = g.n * g.groups * g.weight_plane();
+  at::parallel_for(0, g.n * g.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    // w_rows[u][v][i - i0][j]: each tap's rows of the block are one contiguous run of the weight tensor
+    std::vector<acc_t> xs(cpg * st.plane), w_rows(g.kh * g.kw * rows * wo_pad);
     for (int64_t task = begin; task < end; ++task) {
-      const index_t i = task % g.ho, ng = task / g.ho, group = ng % g.groups, n = ng / g.groups;
-      taps.clear();
-      for (index_t u = 0; u < g.kh; ++u)
-        if (involution::inside(involution::input_coord(i, u, g.sh, g.ph, g.dh), g.h)) taps.push_back(u);
+      const index_t block = task % blocks, ng = task / blocks, group = ng % g.groups, n = ng / g.groups;
+      const index_t i0 = block * rows, i1 = std::min(g.ho, i0 + rows);
+      st.fill(xs.data(), x + (n * g.c + group * cpg) * g.h * g.w, cpg, i0 * g.sh, g);
       const scalar_t* w_ng = weight + ng * g.weight_plane();
-      for (index_t u : taps)
-        for (index_t v = 0; v < g.kw; ++v)
-          copy_padded(&w_rows[(u * g.kw + v) * wo_pad], w_ng + ((u * g.kw + v) * g.ho + i) * g.wo, g.wo, 0, wo_pad);
-      for (index_t cl = 0; cl < cpg; ++cl) {
-        const index_t c = group * cpg + cl;
-        const scalar_t* x_nc = x + (n * g.c + c) * g.h * g.w;
-        for (index_t u : taps) {
-          const index_t row = involution::input_coord(i, u, g.sh, g.ph, g.dh);
-          copy_padded(&x_rows[u * xw], x_nc + row * g.w, g.w, g.pw, xw);
-        }
-        scalar_t* out_row = out + ((n * g.c + c) * g.ho + i) * g.wo;
-        for (index_t j0 = 0; j0 < g.wo; j0 += kBlock) {
-          acc_t acc[kBlock] = {};
-          for (index_t u : taps)
-            for (index_t v = 0; v < g.kw; ++v)
-              block_fma<kStride>(acc, &w_rows[(u * g.kw + v) * wo_pad + j0], &x_rows[u * xw + j0 * g.sw + v * g.dw],
-                                 g.sw);
-          store_block(out_row + j0, acc, std::min(kBlock, g.wo - j0));
+      // float and double weights are read in place: the lanes of a ragged last block read the next
+      // row (results discarded), so only a block whose reads would leave the tensor is staged
+      const bool in_place = std::is_same<scalar_t, acc_t>::value &&
+                            (ng + 1) * g.weight_plane() - (g.ho - i1 + 1) * g.wo + wo_pad <= total_weight;
+      if (!in_place)
+        for (index_t uv = 0; uv < g.kh * g.kw; ++uv)
+          for (index_t i = i0; i < i1; ++i)
+            stage_row(&w_rows[(uv * rows + i - i0) * wo_pad], w_ng + (uv * g.ho + i) * g.wo, g.wo, wo_pad);
+      const index_t w_tap_stride = in_place ? g.ho * g.wo : rows * wo_pad, w_row_stride = in_place ? g.wo : wo_pad;
+      for (index_t i = i0; i < i1; ++i) {
+        index_t u_lo, u_hi;
+        valid_taps(i, g.kh, g.h, g.sh, g.ph, g.dh, &u_lo, &u_hi);
+        const acc_t* w_row = in_place ? reinterpret_cast<const acc_t*>(w_ng + i * g.wo) : &w_rows[(i - i0) * wo_pad];
+        const index_t r_base = (i - i0) * g.sh;
+        for (index_t j0 = 0; j0 < g.wo; j0 += B) {
+          const index_t count = std::min<index_t>(B, g.wo - j0);
+          index_t c = 0;
+          auto channels = [&](auto block) {  // blocks of CB channels share each weight vector
+            constexpr int CB = decltype(block)::value;
+            for (; c + CB <= cpg; c += CB)
+              forward_block<CB, B>(w_row, w_tap_stride, w_row_stride, &xs[c * st.plane], st, g, r_base, u_lo, u_hi,
+                                   j0, out + ((n * g.c + group * cpg + c) * g.ho + i) * g.wo + j0, g.ho * g.wo, count);
+          };
+          channels(std::integral_constant<int, 8>());
+          channels(std::integral_constant<int, 4>());
+          channels(std::integral_constant<int, 1>());
         }
       }
     }
   });
 }
 
-// One task per (n, g, i): all K*K weight rows of output row i, summed over the group's channels.
-template <int kStride, typename scalar_t>
+// ----------------------------------------------------------------------------------------- grad weight
+
+// VB taps (u, v0..v0+VB) x B output columns, summed over the group's channels.
+template <int VB, int B, typename acc_t, typename scalar_t>
+inline void backward_weight_block(const acc_t* __restrict__ go_rows, index_t wo_pad, const acc_t* __restrict__ xs,
+                                  const InputStage& st, index_t cpg, index_t row, index_t v0, index_t j0,
+                                  scalar_t* gw, index_t tap_stride, index_t next_row, index_t count) {
+  using V = vec_t<acc_t, B>;
+  V acc[VB] = {};
+  const acc_t* x_row = xs + row * st.width + j0;
+  for (index_t c = 0; c < cpg; ++c) {
+    const V gv = load<V>(go_rows + c * wo_pad + j0);
+    const acc_t* xc = x_row + c * st.plane;
+    for (int t = 0; t < VB; ++t) acc[t] += gv * load<V>(xc + st.tap[v0 + t]);
+  }
+  for (int t = 0; t < VB; ++t) {
+    store(gw + t * tap_stride, acc[t], count);
+    __builtin_prefetch(gw + t * tap_stride + next_row, 1);  // the grad-weight rows are K*K store streams
+  }
+}
+
+template <int B, typename scalar_t>
 void backward_weight_kernel(const scalar_t* grad_out, const scalar_t* x, scalar_t* grad_weight, const Geometry& g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t cpg = g.channels_per_group(), wo_pad = round_up(g.wo, kBlock), xw = padded_input_width(g);
-  at::parallel_for(0, g.n * g.groups * g.ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> go_rows(cpg * wo_pad), x_rows(cpg * g.kh * xw);
+  const index_t cpg = g.channels_per_group(), wo_pad = round_up(g.wo, B);
+  const index_t rows = rows_per_task(g.ho, g.n * g.groups), blocks = ceil_div(g.ho, rows);
+  const InputStage st(g, rows, wo_pad);
+  const index_t tap_stride = g.ho * g.wo;
+  at::parallel_for(0, g.n * g.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> xs(cpg * st.plane), go_rows(cpg * wo_pad);
     for (int64_t task = begin; task < end; ++task) {
-      const index_t i = task % g.ho, ng = task / g.ho, group = ng % g.groups, n = ng / g.groups;
-      for (index_t cl = 0; cl < cpg; ++cl) {
-        const index_t c = group * cpg + cl;
-        copy_padded(&go_rows[cl * wo_pad], grad_out + ((n * g.c + c) * g.ho + i) * g.wo, g.wo, 0, wo_pad);
-      }
+      const index_t block = task % blocks, ng = task / blocks, group = ng % g.groups, n = ng / g.groups;
+      const index_t i0 = block * rows, i1 = std::min(g.ho, i0 + rows);
+      st.fill(xs.data(), x + (n * g.c + group * cpg) * g.h * g.w, cpg, i0 * g.sh, g);
       scalar_t* gw_ng = grad_weight + ng * g.weight_plane();
-      for (index_t u = 0; u < g.kh; ++u) {
-        const index_t row = involution::input_coord(i, u, g.sh, g.ph, g.dh);
-        if (!involution::inside(row, g.h)) {
-          for (index_t v = 0; v < g.kw; ++v) std::fill_n(gw_ng + ((u * g.kw + v) * g.ho + i) * g.wo, g.wo, scalar_t(0));
-          continue;
-        }
-        for (index_t cl = 0; cl < cpg; ++cl) {
-          const scalar_t* x_row = x + ((n * g.c + group * cpg + cl) * g.h + row) * g.w;
-          copy_padded(&x_rows[(cl * g.kh + u) * xw], x_row, g.w, g.pw, xw);
-        }
-        for (index_t v = 0; v < g.kw; ++v) {
-          scalar_t* gw_row = gw_ng + ((u * g.kw + v) * g.ho + i) * g.wo;
-          for (index_t j0 = 0; j0 < g.wo; j0 += kBlock) {
-            acc_t acc[kBlock] = {};
-            for (index_t cl = 0; cl < cpg; ++cl)
-              block_fma<kStride>(acc, &go_rows[cl * wo_pad + j0], &x_rows[(cl * g.kh + u) * xw + j0 * g.sw + v * g.dw],
-                                 g.sw);
-            store_block(gw_row + j0, acc, std::min(kBlock, g.wo - j0));
+      for (index_t i = i0; i < i1; ++i) {
+        for (index_t cl = 0; cl < cpg; ++cl)
+          stage_row(&go_rows[cl * wo_pad], grad_out + ((n * g.c + group * cpg + cl) * g.ho + i) * g.wo, g.wo,
+                    wo_pad);
+        index_t u_lo, u_hi;
+        valid_taps(i, g.kh, g.h, g.sh, g.ph, g.dh, &u_lo, &u_hi);
+        for (index_t u = 0; u < g.kh; ++u) {
+          scalar_t* gw_u = gw_ng + (u * g.kw * g.ho + i) * g.wo;
+          if (u < u_lo || u >= u_hi) {  // the tap reads padding for the whole row
+            for (index_t v = 0; v < g.kw; ++v) std::fill_n(gw_u + v * tap_stride, g.wo, scalar_t(0));
+            continue;
+          }
+          const index_t row = (i - i0) * g.sh + u * g.dh;
+          for (index_t j0 = 0; j0 < g.wo; j0 += B) {
+            const index_t count = std::min<index_t>(B, g.wo - j0);
+            const acc_t* go = go_rows.data();
+            index_t v = 0;
+            auto block = [&](auto taps) {
+              constexpr int VB = decltype(taps)::value;
+              for (; v + VB <= g.kw; v += VB)
+                backward_weight_block<VB, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
+                                             tap_stride, g.wo, count);
+            };
+            if (g.kw == 7) block(std::integral_constant<int, 7>());
+            if (g.kw == 5) block(std::integral_constant<int, 5>());
+            if (g.kw == 3) block(std::integral_constant<int, 3>());
+            for (; v + 4 <= g.kw; v += 4)
+              backward_weight_block<4, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
+                                          tap_stride, g.wo, count);
+            for (; v + 2 <= g.kw; v += 2)
+              backward_weight_block<2, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
+                                          tap_stride, g.wo, count);
+            for (; v < g.kw; ++v)
+              backward_weight_block<1, B>(go, wo_pad, xs.data(), st, cpg, row, v, j0, gw_u + v * tap_stride + j0,
+                                          tap_stride, g.wo, count);
           }
         }
       }
@@ -157,92 +280,130 @@ void backward_weight_kernel(const scalar_t* grad_out, const scalar_t* x, scalar_
   });
 }
 
-// Column stride 1: one task per input row (n, g, h) gathering over taps. With t = col + shift - v*d
-// (shift = (KW-1)*d), the output column read is j = t - shift + p for every v, so the weight and
-// gradient rows are padded once on that common axis.
-template <typename scalar_t>
-void backward_input_unit_stride_kernel(const scalar_t* grad_out, const scalar_t* weight, scalar_t* grad_x,
-                                       const Geometry& g) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const index_t cpg = g.channels_per_group(), shift = (g.kw - 1) * g.dw;
-  const index_t length = round_up(g.w, kBlock) + shift, offset = shift - g.pw;
-  at::parallel_for(0, g.n * g.groups * g.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> w_rows(g.kh * g.kw * length), go_rows(g.kh * length);
-    std::vector<index_t> taps, rows_out;
-    for (int64_t task = begin; task < end; ++task) {
-      const index_t row = task % g.h, ng = task / g.h, group = ng % g.groups, n = ng / g.groups;
-      taps.clear();
-      rows_out.clear();
-      for (index_t u = 0; u < g.kh; ++u) {
-        index_t i;
-        if (involution::output_for_input(row, u, g.ho, g.sh, g.ph, g.dh, &i)) {
-          taps.push_back(u);
-          rows_out.push_back(i);
-        }
+// ------------------------------------------------------------------------------------------ grad input
+
+// Gathering form: input column m*sw + phase receives, from tap v, output column j = m + k where
+// k = (phase + pw - v*dw) / sw when that division is exact. Weight and grad_out rows are staged on
+// the axis t = j + base, zero outside [0, wo), so every (m block, tap) reads contiguous lanes.
+struct OutputRowStage {
+  index_t base, length;
+  std::vector<std::vector<std::pair<index_t, index_t>>> taps;  // per phase: (v, k) pairs
+
+  OutputRowStage(const Geometry& g, index_t m_pad) : taps(g.sw) {
+    index_t k_min = 0, k_max = 0;
+    for (index_t phase = 0; phase < g.sw; ++phase)
+      for (index_t v = 0; v < g.kw; ++v) {
+        const index_t num = phase + g.pw - v * g.dw;
+        if (num % g.sw != 0) continue;  // C++ remainder: zero exactly when sw divides num
+        const index_t k = num / g.sw;
+        taps[phase].emplace_back(v, k);
+        k_min = std::min(k_min, k);
+        k_max = std::max(k_max, k);
       }
-      const scalar_t* w_ng = weight + ng * g.weight_plane();
-      for (size_t k = 0; k < taps.size(); ++k)
-        for (index_t v = 0; v < g.kw; ++v)
-          copy_padded(&w_rows[(taps[k] * g.kw + v) * length], w_ng + ((taps[k] * g.kw + v) * g.ho + rows_out[k]) * g.wo,
-                      g.wo, offset, length);
-      for (index_t cl = 0; cl < cpg; ++cl) {
-        const index_t c = group * cpg + cl;
-        for (size_t k = 0; k < taps.size(); ++k)
-          copy_padded(&go_rows[taps[k] * length], grad_out + ((n * g.c + c) * g.ho + rows_out[k]) * g.wo, g.wo, offset,
-                      length);
-        scalar_t* gx_row = grad_x + ((n * g.c + c) * g.h + row) * g.w;
-        for (index_t c0 = 0; c0 < g.w; c0 += kBlock) {
-          acc_t acc[kBlock] = {};
-          for (index_t u : taps)
-            for (index_t v = 0; v < g.kw; ++v) {
-              const index_t t = c0 + shift - v * g.dw;
-              const acc_t* w_row = &w_rows[(u * g.kw + v) * length + t];
-              const acc_t* go_row = &go_rows[u * length + t];
-              for (index_t lane = 0; lane < kBlock; ++lane) acc[lane] += w_row[lane] * go_row[lane];
-            }
-          store_block(gx_row + c0, acc, std::min(kBlock, g.w - c0));
-        }
-      }
+    base = -k_min;
+    length = base + m_pad + k_max;
+  }
+};
+
+template <int CB, int B, typename acc_t, typename scalar_t>
+inline void backward_input_block(const acc_t* __restrict__ w_st, const acc_t* __restrict__ go_st,
+                                 const std::vector<std::pair<index_t, index_t>>& taps,
+                                 const std::vector<index_t>& tap_rows, const std::vector<index_t>& tap_u,
+                                 index_t row_len, index_t go_channel_stride, index_t kw, index_t m0, scalar_t* gx,
+                                 index_t gx_channel_stride, index_t sw, index_t count) {
+  using V = vec_t<acc_t, B>;
+  V acc[CB] = {};
+  for (size_t q = 0; q < tap_rows.size(); ++q) {
+    const index_t r = tap_rows[q], u = tap_u[q];
+    for (const auto& vk : taps) {
+      const index_t t = m0 + vk.second;  // base already folded into the row pointers
+      const V wv = load<V>(w_st + ((u * kw + vk.first) * row_len + r) + t);
+      const acc_t* go = go_st + r + t;
+      for (int c = 0; c < CB; ++c) acc[c] += wv * load<V>(go + c * go_channel_stride);
     }
-  });
+  }
+  for (int c = 0; c < CB; ++c)
+    for (index_t lane = 0; lane < count; ++lane)
+      gx[c * gx_channel_stride + lane * sw] = static_cast<scalar_t>(acc[c][lane]);
 }
 
-// Any column stride: one task per input row (n, c, h); rows gather, columns scatter within the owned row.
-template <typename scalar_t>
-void backward_input_strided_kernel(const scalar_t* grad_out, const scalar_t* weight, scalar_t* grad_x,
-                                   const Geometry& g) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const ColumnRanges cols(g);
-  const index_t cpg = g.channels_per_group();
-  at::parallel_for(0, g.n * g.c * g.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(g.w);
-    for (int64_t task = begin; task < end; ++task) {
-      const index_t cl = task % cpg, rest = task / cpg;
-      const index_t row = rest % g.h, ng = rest / g.h, group = ng % g.groups, n = ng / g.groups;
-      const index_t c = group * cpg + cl;
-      const scalar_t* w_ng = weight + ng * g.weight_plane();
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (index_t u = 0; u < g.kh; ++u) {
-        index_t i;
-        if (!involution::output_for_input(row, u, g.ho, g.sh, g.ph, g.dh, &i)) continue;
-        const scalar_t* go_row = grad_out + ((n * g.c + c) * g.ho + i) * g.wo;
-        for (index_t v = 0; v < g.kw; ++v) {
-          const scalar_t* w_row = w_ng + ((u * g.kw + v) * g.ho + i) * g.wo;
-          scatter_fma(acc.data(), w_row, go_row, cols.lo[v], cols.hi[v], g.sw, v * g.dw - g.pw);
-        }
-      }
-      store_row(grad_x + ((n * g.c + c) * g.h + row) * g.w, acc.data(), g.w);
-    }
-  });
-}
-
-template <typename scalar_t>
+template <int B, typename scalar_t>
 void backward_input_kernel(const scalar_t* grad_out, const scalar_t* weight, scalar_t* grad_x, const Geometry& g) {
-  if (g.sw == 1)
-    backward_input_unit_stride_kernel(grad_out, weight, grad_x, g);
-  else
-    backward_input_strided_kernel(grad_out, weight, grad_x, g);
+  using acc_t = at::opmath_type<scalar_t>;
+  const index_t cpg = g.channels_per_group(), m_count = ceil_div(g.w, g.sw), m_pad = round_up(m_count, B);
+  const OutputRowStage st(g, m_pad);
+  // Input rows per task: as many as keep the staged weight rows within about 1 MiB of float (L2), since
+  // the K-1 output rows shared with the neighbouring block are read from memory again.
+  const index_t budget = std::max<index_t>(1, (256 * 1024) / (g.kh * g.kw * st.length) - (g.kh - 1) * g.dh);
+  const index_t rows = rows_per_task(g.h, g.n * g.groups, budget);
+  const index_t blocks = ceil_div(g.h, rows);
+  const index_t out_rows = (rows + (g.kh - 1) * g.dh) / g.sh + 1;  // output rows one block can touch
+  at::parallel_for(0, g.n * g.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    // w_st[(u, v)][row][t], go_st[c][row][t]: rows relative to the block's first output row
+    std::vector<acc_t> w_st(g.kh * g.kw * out_rows * st.length), go_st(cpg * out_rows * st.length);
+    std::vector<index_t> tap_rows, tap_u;
+    for (int64_t task = begin; task < end; ++task) {
+      const index_t block = task % blocks, ng = task / blocks, group = ng % g.groups, n = ng / g.groups;
+      const index_t r0 = block * rows, r1 = std::min(g.h, r0 + rows);
+      const index_t i_lo = std::max<index_t>(0, ceil_div(r0 + g.ph - (g.kh - 1) * g.dh, g.sh));
+      const index_t i_hi = std::min(g.ho, floor_div(r1 - 1 + g.ph, g.sh) + 1);
+      const scalar_t* w_ng = weight + ng * g.weight_plane();
+      // tap by tap, each a contiguous run of rows; the next tap's run is prefetched meanwhile, as the
+      // K*K runs are too many streams for the hardware prefetcher
+      for (index_t uv = 0; uv < g.kh * g.kw; ++uv)
+        for (index_t i = i_lo; i < i_hi; ++i) {
+          acc_t* d = &w_st[(uv * out_rows + i - i_lo) * st.length];
+          const scalar_t* src = w_ng + (uv * g.ho + i) * g.wo;
+          if (uv + 1 < g.kh * g.kw) prefetch_row(src + g.ho * g.wo, g.wo);
+          std::fill_n(d, st.base, acc_t(0));
+          stage_row(d + st.base, src, g.wo, st.length - st.base);
+        }
+      for (index_t cl = 0; cl < cpg; ++cl)
+        for (index_t i = i_lo; i < i_hi; ++i) {
+          acc_t* d = &go_st[(cl * out_rows + i - i_lo) * st.length];
+          std::fill_n(d, st.base, acc_t(0));
+          stage_row(d + st.base, grad_out + ((n * g.c + group * cpg + cl) * g.ho + i) * g.wo, g.wo,
+                    st.length - st.base);
+        }
+      const index_t go_channel_stride = out_rows * st.length;
+      for (index_t r = r0; r < r1; ++r) {
+        tap_rows.clear();
+        tap_u.clear();
+        for (index_t u = 0; u < g.kh; ++u) {
+          index_t i;
+          if (involution::output_for_input(r, u, g.ho, g.sh, g.ph, g.dh, &i)) {
+            tap_rows.push_back((i - i_lo) * st.length + st.base);
+            tap_u.push_back(u);
+          }
+        }
+        // w_st row of tap (u, v) at output row offset: ((u*kw+v)*out_rows + ri)*length; fold it as
+        // (u*kw+v)*out_rows*length + ri*length so tap_rows carries ri*length + base.
+        const index_t row_len = out_rows * st.length;
+        scalar_t* gx_row = grad_x + ((n * g.c + group * cpg) * g.h + r) * g.w;
+        for (index_t phase = 0; phase < std::min(g.sw, g.w); ++phase) {
+          const index_t m_here = ceil_div(g.w - phase, g.sw);
+          for (index_t m0 = 0; m0 < m_here; m0 += B) {
+            const index_t count = std::min<index_t>(B, m_here - m0);
+            scalar_t* gx = gx_row + m0 * g.sw + phase;
+            index_t c = 0;
+            auto channels = [&](auto block) {  // blocks of CB channels share each weight vector
+              constexpr int CB = decltype(block)::value;
+              for (; c + CB <= cpg; c += CB)
+                backward_input_block<CB, B>(w_st.data(), &go_st[c * go_channel_stride], st.taps[phase], tap_rows,
+                                            tap_u, row_len, go_channel_stride, g.kw, m0, gx + c * g.h * g.w,
+                                            g.h * g.w, g.sw, count);
+            };
+            channels(std::integral_constant<int, 8>());
+            channels(std::integral_constant<int, 4>());
+            channels(std::integral_constant<int, 1>());
+          }
+        }
+      }
+    }
+  });
 }
+
+// ------------------------------------------------------------------------------------------- bindings
 
 void check_pair(const std::vector<int64_t>& v, const char* name) {
   TORCH_CHECK(v.size() == 2, "involution cpu: ", name, " must have 2 values");
@@ -283,7 +444,7 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight_in, std::vec
   at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "involution_cpu_forward", [&] {
-    const auto run = g.sw == 1 ? forward_kernel<1, scalar_t> : forward_kernel<0, scalar_t>;
+    const auto run = pick_lanes(g.wo) == 16 ? forward_kernel<16, scalar_t> : forward_kernel<8, scalar_t>;
     run(x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), g);
   });
   return out;
@@ -303,7 +464,9 @@ at::Tensor backward_input(const at::Tensor& grad_in, const at::Tensor& weight_in
   at::Tensor grad_x = at::empty({g.n, g.c, g.h, g.w}, grad_out.options());
   if (grad_x.numel() == 0) return grad_x;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_out.scalar_type(), "involution_cpu_backward_input", [&] {
-    backward_input_kernel<scalar_t>(grad_out.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+    const auto run = pick_lanes(ceil_div(g.w, g.sw)) == 16 ? backward_input_kernel<16, scalar_t>
+                                                           : backward_input_kernel<8, scalar_t>;
+    run(grad_out.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                                     grad_x.mutable_data_ptr<scalar_t>(), g);
   });
   return grad_x;
@@ -323,7 +486,8 @@ at::Tensor backward_weight(const at::Tensor& grad_in, const at::Tensor& x_in, in
   at::Tensor grad_weight = at::empty({g.n, g.groups, g.kh, g.kw, g.ho, g.wo}, grad_out.options());
   if (grad_weight.numel() == 0) return grad_weight;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_out.scalar_type(), "involution_cpu_backward_weight", [&] {
-    const auto run = g.sw == 1 ? backward_weight_kernel<1, scalar_t> : backward_weight_kernel<0, scalar_t>;
+    const auto run =
+        pick_lanes(g.wo) == 16 ? backward_weight_kernel<16, scalar_t> : backward_weight_kernel<8, scalar_t>;
     run(grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), grad_weight.mutable_data_ptr<scalar_t>(), g);
   });
   return grad_weight;
