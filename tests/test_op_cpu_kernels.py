@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from support import require
 from involution_ops.ops import cpu
 from involution_ops.ops.reference import involution_reference
 
@@ -18,7 +19,7 @@ from involution_ops.ops.reference import involution_reference
 def kernel():
     error = cpu.load_error()
     if error is not None:
-        pytest.skip(f"the CPU kernel cannot be built here: {error}")
+        require.missing("cpu", f"the CPU kernel cannot be built here: {error}")
     return cpu.load()
 
 
