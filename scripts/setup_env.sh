@@ -2,6 +2,8 @@
 # Creates the virtual environment and installs the suite into it. Idempotent: a
 # second run with nothing changed only checks a stamp and returns in seconds.
 #
+# `setup_env.sh --check` installs nothing: exit status 0 when the environment is up to date.
+#
 # Environment (the Makefile passes its variables of the same names):
 #   VENV          where the environment lives                      (.venv)
 #   PYTHON        interpreter that creates it                      (python3)
@@ -26,9 +28,11 @@ cd "$(dirname "$0")/.."
 stamp_file="$VENV/.involution_ops-setup"
 stamp=$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)-"$TORCH_SPEC"-"$TORCH_INDEX"-"$EXTRAS"
 if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" && -x "$VENV/bin/python" ]]; then
-    say "environment $VENV is up to date (delete $stamp_file to force a reinstall)"
+    [[ ${1:-} == --check ]] || say "environment $VENV is up to date (delete $stamp_file to force a reinstall)"
     exit 0
 fi
+# --check: only report (exit status 1) that a setup would install something; change nothing
+[[ ${1:-} == --check ]] && exit 1
 
 command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install Python >= 3.10 or pass PYTHON=/path/to/python3"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
