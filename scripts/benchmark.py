@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     # mmengine 0.10.7 imports pkg_resources, whose deprecation warning would repeat in every process
     env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    if args.slurm_partition and args.nnodes == 1 and args.master_port != 29500:
+    if args.slurm_partition and args.master_port != 29500:  # srun hands it to every task, on every node
         env["MASTER_PORT"] = str(args.master_port)
     try:
         check_amp(args)

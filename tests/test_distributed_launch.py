@@ -52,6 +52,26 @@ def test_srun_requests_gpus_only_where_the_partition_has_them():
     assert "--gres=gpu:2" in gpu
 
 
+def test_slurm_task_ids_win_over_inherited_rank_variables():
+    """srun copies the submitting shell's environment: a stale RANK/WORLD_SIZE there must not
+    override the task's SLURM_PROCID/SLURM_NTASKS (here a one-task job: rank 0 of 1; taking the
+    stale rank 3 of 4 instead would wait for three absent peers, hence the subprocess timeout)."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA the slurm launch is mmengine's init_dist")
+    env = {**os.environ, "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "RANK": "3",
+           "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "PYTHONPATH": str(ROOT / "scripts")}
+    code = ("import torch.distributed as dist, train; train.init_distributed('slurm'); "
+            "print(dist.get_rank(), dist.get_world_size()); dist.destroy_process_group()")
+    try:
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("init_distributed('slurm') waited for peers: it took the inherited RANK/WORLD_SIZE")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["0", "1"]
+
+
 # ------------------------------------------------------------------ helpers
 
 def _records(runs: Path) -> list[dict]:
