@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from support import require
-from support.slurm_cluster import SlurmUnavailable, _free_port, slurm_cluster
+from support.slurm_cluster import SlurmUnavailable, free_port, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -28,6 +28,8 @@ TINY = [f"train_cfg.max_iters={ITERS}", "train_dataloader.dataset.pipeline.2.sca
         "test_dataloader.dataset.pipeline.1.scale=(128,96)", "test_dataloader.dataset.indices=4",
         "model.test_cfg.score_thr=0.0", "default_hooks.logger.interval=1"]
 LAUNCH_TIMEOUT = 780  # each slow test below has its own pytest timeout of 900 s
+# gloo CPU processes on any machine (two ranks would otherwise share one GPU); one thread each, as torchrun sets
+CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
 
 # ------------------------------------------------------------------ srun command line
@@ -60,7 +62,7 @@ def test_slurm_task_ids_win_over_inherited_rank_variables():
     if torch.cuda.is_available():
         pytest.skip("with CUDA the slurm launch is mmengine's init_dist")
     env = {**os.environ, "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "RANK": "3",
-           "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "PYTHONPATH": str(ROOT / "scripts")}
     code = ("import torch.distributed as dist, train; train.init_distributed('slurm'); "
             "print(dist.get_rank(), dist.get_world_size()); dist.destroy_process_group()")
@@ -145,8 +147,8 @@ def test_make_target_under_slurm(slurm, tmp_path):
     # --configs rides on CFG_OPTIONS (an argparse option after the nargs="+" list): one config, not both
     options = shlex.join(TINY + ["--configs", CONFIG])
     command = ["make", "-C", str(repo), "coco-retinanet", f"VENV={sys.prefix}", f"SLURM_PARTITION={slurm.partition}",
-               "GPUS=2", f"MASTER_PORT={_free_port()}", f"WORK_DIR={work}", f"CFG_OPTIONS={options}"]
-    env = slurm.env({**os.environ, "OMP_NUM_THREADS": "1"})
+               "GPUS=2", f"MASTER_PORT={free_port()}", f"WORK_DIR={work}", f"CFG_OPTIONS={options}"]
+    env = slurm.env({**os.environ, **CPU_ENV})
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     (output,) = _communicate([process], LAUNCH_TIMEOUT)
@@ -174,8 +176,8 @@ def test_make_target_under_slurm(slurm, tmp_path):
 @pytest.mark.timeout(900)
 def test_two_torchrun_nodes_share_one_run(tmp_path):
     require.module("mmdet")
-    work, runs, port = tmp_path / "work_dirs", tmp_path / "runs", _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    work, runs, port = tmp_path / "work_dirs", tmp_path / "runs", free_port()
+    env = {**os.environ, **CPU_ENV}
     processes = [
         subprocess.Popen([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "coco", "retinanet",
                           "--configs", CONFIG, "--work-dir", str(work), "--runs-dir", str(runs), "--gpus", "1",

@@ -62,7 +62,8 @@ def ensure_installed(timeout: float = 900) -> None:
         raise SlurmUnavailable(f"`{' '.join(install)}` failed: {output.strip()}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -107,8 +108,8 @@ def _write_config(cluster: SlurmCluster, socket_path: Path, cpus: int) -> None:
     cluster.conf.write_text("\n".join([
         "ClusterName=localtest",
         f"SlurmctldHost={node}(127.0.0.1)",
-        f"SlurmctldPort={_free_port()}",
-        f"SlurmdPort={_free_port()}",
+        f"SlurmctldPort={free_port()}",
+        f"SlurmdPort={free_port()}",
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",
@@ -216,7 +217,7 @@ def slurm_cluster(partition: str = "localtest", start_timeout: float = 120) -> I
         key = munge_dir / "munge.key"
         subprocess.run([shutil.which("mungekey", path=SEARCH_PATH), "--create", f"--keyfile={key}"],
                        check=True, capture_output=True, timeout=60)
-        _write_config(cluster, socket_path, os.cpu_count() or 1)
+        _write_config(cluster, socket_path, len(os.sched_getaffinity(0)))  # as nproc
         # --force: munged refuses to run as root, or next to a world-writable /tmp, without it
         _start(cluster, "munged", [shutil.which("munged", path=SEARCH_PATH), "--foreground", "--force",
                                    f"--socket={socket_path}", f"--key-file={key}",
