@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,9 +97,10 @@ def _copy_checkout(target: Path) -> Path:
 def _communicate(processes: list[subprocess.Popen], timeout: float) -> list[str]:
     """Wait for all; on a timeout kill every process group and fail with their output so far."""
     outputs = []
+    deadline = time.monotonic() + timeout
     try:
         for process in processes:
-            outputs.append(process.communicate(timeout=timeout)[0])
+            outputs.append(process.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
     except subprocess.TimeoutExpired:
         for process in processes:
             if process.poll() is None:
@@ -118,6 +120,7 @@ def _run_log(work_dir: Path) -> str:
 
 @pytest.fixture
 def slurm():
+    require.module("mmdet")  # before installing or starting anything
     try:
         with slurm_cluster() as cluster:
             yield cluster
@@ -137,7 +140,6 @@ def _setup_is_current(repo: Path, venv: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_make_target_under_slurm(slurm, tmp_path):
-    require.module("mmdet")
     repo = _copy_checkout(tmp_path / "repo")
     if not _setup_is_current(repo, sys.prefix):
         pytest.skip(f"the environment {sys.prefix} is not set up for this checkout: the make target would "
