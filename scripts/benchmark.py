@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -367,11 +368,37 @@ def match_checkpoint(jobs: list[Job], ckpt: str) -> list[Job]:
 
 # ---------------------------------------------------------------- launching
 
-def launch_prefix(args: argparse.Namespace, job_name: str) -> tuple[list[str], str]:
-    """(command prefix, launcher) for one process, torchrun, or srun."""
+def gres_has_gpu(gres: str) -> bool:
+    """Whether sinfo's %G column (e.g. `gpu:a100:4(S:0-1)`, `(null)`) lists a GPU resource."""
+    return re.search(r"(?:^|[\s,])gpu(?:[:(\s,]|$)", gres) is not None
+
+
+def slurm_partition_has_gpus(partition: str) -> bool | None:
+    """Whether the nodes of a Slurm partition declare GPUs (`sinfo`); None when sinfo cannot tell."""
+    try:
+        result = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%G"], capture_output=True, text=True,
+                                timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    return gres_has_gpu(result.stdout)
+
+
+def launch_prefix(args: argparse.Namespace, job_name: str,
+                  partition_gpus: bool | None = None) -> tuple[list[str], str]:
+    """(command prefix, launcher) for one process, torchrun, or srun.
+
+    srun asks for `--gres=gpu:GPUS` unless the partition's nodes declare no GPU at all (then the
+    ranks are CPU processes talking gloo; requesting a GPU there would never be scheduled).
+    `partition_gpus` None: ask sinfo (the submitting machine itself often has no GPU).
+    """
     if args.slurm_partition:
         tasks = args.gpus * args.nnodes
-        return (["srun", "-p", args.slurm_partition, f"--job-name={job_name}", f"--gres=gpu:{args.gpus}",
+        if partition_gpus is None:
+            partition_gpus = slurm_partition_has_gpus(args.slurm_partition)
+        gres = [] if partition_gpus is False else [f"--gres=gpu:{args.gpus}"]
+        return (["srun", "-p", args.slurm_partition, f"--job-name={job_name}", *gres,
                  f"--ntasks={tasks}", f"--ntasks-per-node={args.gpus}", f"--nodes={args.nnodes}",
                  "--kill-on-bad-exit=1", sys.executable, "-u"], "slurm")
     if args.gpus > 1 or args.nnodes > 1:
@@ -412,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     # mmengine 0.10.7 imports pkg_resources, whose deprecation warning would repeat in every process
     env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    if args.slurm_partition and args.nnodes == 1 and args.master_port != 29500:
+    if args.slurm_partition and args.master_port != 29500:  # srun hands it to every task, on every node
         env["MASTER_PORT"] = str(args.master_port)
     try:
         check_amp(args)
