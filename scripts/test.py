@@ -33,7 +33,7 @@ def checkpoint_problem(checkpoint: weight_checks.Checkpoint, model: object, conf
     diff = weight_checks.fit_diff(checkpoint, shapes)
     if not diff:
         return None
-    return (weight_checks.fit_message(checkpoint, config, diff)
+    return (weight_checks.fit_message(checkpoint, config, diff, label="checkpoint ")
             + " Fix: evaluate it with the config it was trained with (and the same CFG_OPTIONS)")
 
 

@@ -177,7 +177,8 @@ def pretrained_problem(checkpoint: Checkpoint, target: PretrainedTarget, shapes:
     """(error, note) for loading ``checkpoint`` into the module ``target`` describes.
 
     Refused: any missing or mis-shaped tensor, except the stem's kernel generator when an
-    ImageNet RedNet (3x3 stem) initialises a 7x7-stem backbone; that one is a note.
+    ImageNet RedNet (3x3 stem) initialises a 7x7-stem backbone; that one is a note, as are
+    tensors the module does not have (mmengine ignores them).
     """
     state = state_for_prefix(checkpoint, target.prefix)
     what = f"pretrained weights {checkpoint.path} (for {target.where} of {config_name}"
@@ -186,7 +187,9 @@ def pretrained_problem(checkpoint: Checkpoint, target: PretrainedTarget, shapes:
         return (f"{what} hold no tensor under the prefix '{target.prefix}'. Fix: set the init_cfg prefix to the "
                 f"one the file uses or convert it with {CONVERT_COMMANDS}"), None
     diff = _ignorable(state_dict_diff(state, shapes))
-    stem_only = set(diff.misshaped) <= set(STEM_GENERATOR)
+    # the documented exception only: a smaller (3x3) stem kernel generator than the backbone's (7x7)
+    stem_only = set(diff.misshaped) <= set(STEM_GENERATOR) and all(
+        diff.shapes[k][0][0] < diff.shapes[k][1][0] for k in diff.misshaped)
     if diff.missing or not stem_only:
         refused = StateDictDiff(diff.missing, diff.unexpected, diff.misshaped, diff.shapes)
         return (f"{what} do not fit that {target.module_cfg.get('type', 'module')}: {refused.describe(_LISTED)}."
@@ -194,10 +197,10 @@ def pretrained_problem(checkpoint: Checkpoint, target: PretrainedTarget, shapes:
                 f"RedNet weights of the backbone's depth, converted with {CONVERT_COMMANDS}"), None
     notes = []
     if diff.misshaped:
-        notes.append(f"{', '.join(diff.misshaped)} keep their initialisation: the file has a "
-                     f"{diff.shapes[diff.misshaped[0]][0]} stem kernel generator and the backbone "
-                     f"{diff.shapes[diff.misshaped[0]][1]} (an ImageNet RedNet's 3x3 stem involution into the 7x7 "
-                     f"detection/segmentation stem, as in the official runs; CFG_OPTIONS="
+        found, expected = diff.shapes[diff.misshaped[0]]
+        notes.append(f"{', '.join(diff.misshaped)} keep their initialisation: the file's stem kernel generator "
+                     f"has {found[0]} outputs, the backbone's {expected[0]} (an ImageNet RedNet's 3x3 stem "
+                     f"involution into the 7x7 detection/segmentation stem, as in the official runs; CFG_OPTIONS="
                      f"model.backbone.stem_kernel_size=3 loads it fully)")
     if diff.unexpected:
         notes.append(f"{len(diff.unexpected)} tensors the module does not have are ignored "
@@ -208,7 +211,30 @@ def pretrained_problem(checkpoint: Checkpoint, target: PretrainedTarget, shapes:
 # ---------------------------------------------------------------- CKPT
 
 _TIMESTAMP = re.compile(r"_\d{8}_\d{6}$")
-_MODULE_TYPES = re.compile(r"\b(backbone|neck|rpn_head|bbox_head|mask_head|decode_head)=dict\(\s*type='([\w.]+)'")
+_MODULES = ("backbone", "neck", "rpn_head", "bbox_head", "mask_head", "decode_head")
+_TYPE = re.compile(r"\btype\s*=\s*'([\w.]+)'")
+
+
+def _module_type(text: str, module: str) -> str | None:
+    """The ``type`` of the first ``<module>=dict(...)`` in a config text, at that dict's own level
+    (mmengine's pretty text sorts keys, so ``type`` may come after nested dicts)."""
+    match = re.search(rf"\b{module}\s*=\s*dict\(", text)
+    if not match:
+        return None
+    depth, start = 1, match.end()
+    for index in range(start, len(text)):
+        char = text[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                return None
+        elif depth == 1 and text.startswith("type", index):
+            found = _TYPE.match(text, index)
+            if found and (index == 0 or not (text[index - 1].isalnum() or text[index - 1] == "_")):
+                return found.group(1)
+    return None
 
 
 def named_config(meta: dict[str, Any]) -> str:
@@ -221,9 +247,7 @@ def named_config(meta: dict[str, Any]) -> str:
         parts.append(f"config {_TIMESTAMP.sub('', experiment)} (experiment {experiment})")
     text = meta.get("cfg")
     if isinstance(text, str):
-        seen: dict[str, str] = {}
-        for module, kind in _MODULE_TYPES.findall(text):
-            seen.setdefault(module, kind)
+        seen = {m: kind for m in _MODULES if (kind := _module_type(text, m))}
         if seen:
             parts.append("its config text builds " + ", ".join(f"{m} {k}" for m, k in seen.items()))
     return "; ".join(parts) if parts else "its meta names no config"
@@ -234,6 +258,6 @@ def fit_diff(checkpoint: Checkpoint, shapes: dict[str, tuple]) -> StateDictDiff:
     return _ignorable(state_dict_diff(checkpoint.state, shapes))
 
 
-def fit_message(checkpoint: Checkpoint, config_name: str, diff: StateDictDiff) -> str:
-    return (f"CKPT={checkpoint.path} does not fit {config_name}: {diff.describe(_LISTED)}. "
+def fit_message(checkpoint: Checkpoint, config_name: str, diff: StateDictDiff, label: str = "CKPT=") -> str:
+    return (f"{label}{checkpoint.path} does not fit {config_name}: {diff.describe(_LISTED)}. "
             f"The checkpoint's meta: {named_config(checkpoint.meta)}.")

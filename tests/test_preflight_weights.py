@@ -115,27 +115,30 @@ def test_resnet50_weights_are_refused(capsys, pretrained_files, toy_coco, tmp_pa
     code, _, err = _main(capsys, "--configs", FPN, "--data", str(toy_coco), "--pretrained", str(path),
                          "--cfg-options", "model.bbox_head.num_classes=3", "--work-dir", str(tmp_path))
     assert code == 2 and str(path) in err
-    assert "missing" in err and "stem.0.conv.weight" in err and "unexpected" in err
+    assert "do not fit that RedNet: missing 133: layer1.0.conv2.conv1.bn.bias" in err  # the involutions
+    assert "unexpected 22: bn1.bias" in err  # ResNet's stem
     assert "looks like a ResNet" in err and "convert_checkpoint.py paddleclas" in err
 
 
 def test_imagenet_rednet_into_the_7x7_stem_loads_all_but_the_stem_generator(capsys, pretrained_files, toy_coco):
     _check_pretrained(pretrained_files["rednet50_imagenet.pth"], toy_coco)  # accepted
     note = capsys.readouterr().out
-    assert "stem.1.conv2.conv.weight, stem.1.conv2.conv.bias keep their initialisation" in note
+    assert "stem.1.conv2.conv.bias, stem.1.conv2.conv.weight keep their initialisation" in note
+    # 32 stem channels in 2 groups of 16: K*K*2 kernel values per pixel, 3x3 -> 18, 7x7 -> 98
+    assert "has 18 outputs, the backbone's 98" in note and note.count("note:") == 1
     _check_pretrained(pretrained_files["rednet50_stem7.pth"], toy_coco)
     assert "note" not in capsys.readouterr().out  # every tensor fits: nothing to say
     # with the ImageNet stem configured, the 7x7 file is the one that no longer fits
     _check_pretrained(pretrained_files["rednet50_imagenet.pth"], toy_coco, ["model.backbone.stem_kernel_size=3"])
-    with pytest.raises(benchmark.PreflightError, match=r"stem.1.conv2.conv.weight \(784, 16, 1, 1\) "
-                                                       r"\(expected \(144, 16, 1, 1\)\)"):
+    with pytest.raises(benchmark.PreflightError, match=r"stem.1.conv2.conv.weight \(98, 8, 1, 1\) "
+                                                       r"\(expected \(18, 8, 1, 1\)\)"):
         _check_pretrained(pretrained_files["rednet50_stem7.pth"], toy_coco, ["model.backbone.stem_kernel_size=3"])
 
 
 def test_other_depth_and_prefixed_files_are_refused(pretrained_files, toy_coco, tmp_path):
     shallow = tmp_path / "rednet26.pth"
     torch.save({"state_dict": RedNet(26, stem_kernel_size=3).state_dict()}, shallow)
-    with pytest.raises(benchmark.PreflightError, match=r"missing \d+: layer1.2.bn1.bias"):
+    with pytest.raises(benchmark.PreflightError, match=r"missing \d+: layer1.1.bn1.bias"):
         _check_pretrained(shallow, toy_coco)
     classifier = tmp_path / "mmcls.pth"
     state = torch.load(pretrained_files["rednet50_imagenet.pth"], weights_only=True)["state_dict"]
@@ -226,4 +229,6 @@ def test_evaluation_refuses_a_model_the_checkpoint_does_not_fit(fpn_checkpoint):
         cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / config))
         problem = evaluate.checkpoint_problem(checkpoint, MODELS.build(cfg.model), config)
         assert (problem is None) == fits, problem
-    assert "mis-shaped" not in problem and "missing 20: neck.fpn_convs" in problem
+    # 3 backbone levels get an involution (7 tensors besides the BN counter) instead of a conv (2)
+    assert f"checkpoint {fpn_checkpoint} does not fit" in problem and "mis-shaped" not in problem
+    assert "missing 21: neck.fpn_convs.0.conv1.bn.bias" in problem and "unexpected 6: neck.fpn_convs.0.conv.bias" in problem
