@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsafeFileError", "UnreadableFileError", "explain_refusal", "checkpoint_safe_globals", "allowed_checkpoint_globals", "load_torch_file", "load_pdparams"]
+__all__ = ["UnsafeFileError", "UnreadableFileError", "explain_refusal", "explain_unreadable", "checkpoint_safe_globals",
+           "allowed_checkpoint_globals", "load_torch_file", "load_pdparams"]
 
 
 class UnsafeFileError(ValueError):

@@ -500,11 +500,10 @@ def plan_resume(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
         print(f"  {'resume' if found is not None else 'start '} {job.name}"
               + (f" from {found}" if found is not None else ": no run with a checkpoint yet, starts afresh"),
               flush=True)
-    if not any(job.resume for job in planned) and planned:
-        raise PreflightError(f"RESUME=1 but no run under {Path(args.work_dir) / args.suite} of "
-                             f"{', '.join(j.name for j in planned)} holds a checkpoint ({Path(args.work_dir) / args.suite / planned[0].name} "
-                             f"holds no run with a checkpoint). Fix: start without RESUME=1, or set WORK_DIR to "
-                             f"the folder of the killed runs")
+    if planned and not any(job.resume for job in planned):
+        folders = ", ".join(str(Path(args.work_dir) / args.suite / job.name) for job in planned)
+        raise PreflightError(f"RESUME=1 but {folders} holds no run with a checkpoint. Fix: start without "
+                             f"RESUME=1, or set WORK_DIR to the folder of the killed runs")
     return planned
 
 

@@ -245,13 +245,21 @@ def test_record_is_never_left_half_written(tmp_path):
 
 # ------------------------------------------------------------------ CFG_OPTIONS keys
 
-def test_cfg_option_typo_is_refused_at_preflight(capsys, toy_coco, tmp_path):
-    code, err = _preflight(capsys, "--data", str(toy_coco), "--work-dir", str(tmp_path),
-                           "--cfg-options", "model.bbox_head.num_classes=3", "train_cfg.max_iter=1")
+@pytest.fixture
+def no_launch(monkeypatch):
+    """Fail the test if the pre-flight lets a run start."""
+    def launched(command, *args, **kwargs):
+        raise AssertionError(f"the pre-flight let this start: {' '.join(map(str, command))}")
+
+    monkeypatch.setattr(subprocess, "run", launched)
+
+
+def test_cfg_option_typo_is_refused_at_preflight(capsys, tmp_path, no_launch):
+    """On the toy data (its iteration-based config): refused before any model is built."""
+    code, err = _preflight(capsys, "--work-dir", str(tmp_path), "--cfg-options", "train_cfg.max_iter=1")
     assert code == 2 and err.count("error:") == 1
-    assert "train_cfg.max_iter" in err and "EpochBasedTrainLoop" in err and "train_cfg.max_epochs" in err
-    code, err = _preflight(capsys, "--data", str(toy_coco), "--work-dir", str(tmp_path),
-                           "--cfg-options", "model.bbox_head.num_clases=3")
+    assert "train_cfg.max_iter" in err and "IterBasedTrainLoop" in err and "train_cfg.max_iters" in err
+    code, err = _preflight(capsys, "--work-dir", str(tmp_path), "--cfg-options", "model.bbox_head.num_clases=3")
     assert code == 2 and "model.bbox_head (RetinaHead) has no option 'num_clases'" in err
     assert "model.bbox_head.num_classes" in err
 
@@ -261,6 +269,9 @@ def test_cfg_option_keys_the_config_lacks():
     import config_checks
 
     cfg = config.Config.fromfile(str(ROOT / "det_configs" / "retinanet_red50_fpn_1x_coco.py"))
+    with pytest.raises(config_checks.ConfigOptionError, match="train_cfg \\(EpochBasedTrainLoop\\) has no option "
+                                                             "'max_iter'.*use train_cfg.max_epochs="):
+        config_checks.check_cfg_options(cfg, ["train_cfg.max_iter=1"])  # the paper's configs count epochs
     # new keys that the object built from the dict takes: accepted without a word
     assert config_checks.check_cfg_options(cfg, ["test_dataloader.dataset.indices=4",
                                                  "test_evaluator.outfile_prefix=/tmp/x",
