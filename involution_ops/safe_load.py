@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import pickle
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -92,11 +93,24 @@ def checkpoint_safe_globals() -> Iterator[None]:
         yield
 
 
+def _reason(error: Exception) -> str:
+    """The unpickler's own finding, without torch's advice around it (which suggests
+    ``weights_only=False``: exactly what must not be done with an untrusted file)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it asks for the global {found.group(1)}"
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue", "In PyTorch 2.6")
+    lines = [line.strip() for line in text.replace("WeightsUnpickler error:", "\n").splitlines()]
+    lines = [line for line in lines if line and not line.startswith(boilerplate)]
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def explain_refusal(path: os.PathLike | str | None, error: Exception) -> UnsafeFileError:
     where = f"'{path}'" if path is not None else "the checkpoint"
     return UnsafeFileError(
         f"refused to load {where}: it holds Python objects outside the allow-list of tensors, "
-        f"numpy arrays and mmengine's HistoryBuffer ({error}). If the file is a model checkpoint, "
+        f"numpy arrays and mmengine's HistoryBuffer ({_reason(error)}). If the file is a model checkpoint, "
         "load it on a machine you trust and re-save only its state_dict, or convert it with "
         "scripts/convert_checkpoint.py."
     )
@@ -105,9 +119,8 @@ def explain_refusal(path: os.PathLike | str | None, error: Exception) -> UnsafeF
 def explain_unreadable(path: os.PathLike | str | None, error: Exception) -> UnreadableFileError:
     where = f"'{path}'" if path is not None else "the checkpoint"
     what = _describe_bytes(path, error) if path is not None else "not a PyTorch checkpoint"
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return UnreadableFileError(
-        f"cannot read {where}: {what} ({type(error).__name__}{': ' + reason[:200] if reason else ''}). "
+        f"cannot read {where}: {what} ({type(error).__name__}: {_reason(error)}). "
         "Fix: download or copy the file again (compare its size with the source); a PaddleClas "
         ".pdparams file must first be converted with `scripts/convert_checkpoint.py paddleclas SRC OUT.pth`."
     )

@@ -25,6 +25,7 @@ from typing import Any
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(1, str(REPO))  # this checkout's involution_ops, as the runs it launches get (PYTHONPATH)
 import data_checks  # noqa: E402
 import make_toy_data  # noqa: E402
 import weight_checks  # noqa: E402
