@@ -31,6 +31,12 @@ RUNNER_KEYS = {"model", "work_dir", "train_dataloader", "val_dataloader", "test_
 _LOOP_DEFAULTS = {"val_cfg": "ValLoop", "test_cfg": "TestLoop"}
 _DATALOADER_KEYS = ("train_dataloader", "val_dataloader", "test_dataloader")
 _IGNORED_BASES = {object}
+# Keys the builders take out of a dict before its class sees them, by the config path they sit under.
+_BUILDER_KEYS = {
+    "optim_wrapper": {"constructor", "paramwise_cfg", "loss_scale", "dtype"},  # + AmpOptimWrapper's (AMP=1)
+    "default_hooks": {"priority"}, "custom_hooks": {"priority"},
+    "param_scheduler": {"convert_to_iter_based"},
+}
 
 
 class ConfigOptionError(ValueError):
@@ -94,7 +100,7 @@ def _judge_new_key(parent: dict, part: str, where: str, key: str) -> str | None:
         return (f"CFG_OPTIONS {key}: {where} has no key '{part}'{hint}; mmengine adds it, but whatever reads "
                 f"{where} may ignore it. Check the spelling")
     name, accepted, open_ended = target
-    if part in accepted:
+    if part in accepted or part in _BUILDER_KEYS.get(where.split(".")[0], ()):
         return None
     if open_ended:
         return (f"CFG_OPTIONS {key}: {where} ({name}) has no key '{part}'{hint}; {name} takes **kwargs, so it may "

@@ -2,9 +2,10 @@
 
 * `read_checkpoint`: a weights-only load (involution_ops.safe_load) whose every failure is one
   `WeightsError` naming the file and the fix: missing, unreadable (text, truncated) or unsafe.
-* `check_pretrained`: PRETRAINED / a config's ``Pretrained`` init_cfg against the module it
-  initialises, after the key handling of mmengine's ``Pretrained`` init.
-* `fit_checkpoint`: a checkpoint to evaluate (CKPT) against every tensor of a whole model.
+* `pretrained_problem`: PRETRAINED / a config's ``Pretrained`` init_cfg against the module it
+  initialises, after the key handling of mmengine's ``Pretrained`` init (`pretrained_targets`).
+* `fit_diff` / `fit_message`: a checkpoint to evaluate (CKPT) against every tensor of a whole model,
+  and what its own meta says it was trained as (`named_config`).
 
 Model layouts come from building the model on the meta device (no memory, no initialisation).
 """
@@ -50,7 +51,7 @@ def read_checkpoint(path: str, what: str) -> Checkpoint:
     from involution_ops.safe_load import load_torch_file
 
     if not Path(path).is_file():
-        raise WeightsError(f"{what}: no such file")
+        raise WeightsError(f"{what}: no such file. Fix: check the path")
     try:
         loaded = load_torch_file(path)
     except (ValueError, OSError) as error:  # UnsafeFileError, UnreadableFileError, permissions

@@ -275,7 +275,10 @@ def test_cfg_option_keys_the_config_lacks():
     # new keys that the object built from the dict takes: accepted without a word
     assert config_checks.check_cfg_options(cfg, ["test_dataloader.dataset.indices=4",
                                                  "test_evaluator.outfile_prefix=/tmp/x",
-                                                 "train_dataloader.pin_memory=True"]) == []
+                                                 "train_dataloader.pin_memory=True",
+                                                 # keys the builders take before the class sees the dict
+                                                 "optim_wrapper.paramwise_cfg.norm_decay_mult=0",
+                                                 "default_hooks.logger.priority=BELOW_NORMAL"]) == []
     # plain settings dicts and the top level take anything: a warning naming the near key
     (warning,) = config_checks.check_cfg_options(cfg, ["model.test_cfg.score_th=0.1"])
     assert "model.test_cfg has no key 'score_th'" in warning and "model.test_cfg.score_thr" in warning
