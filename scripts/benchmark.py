@@ -268,6 +268,8 @@ IMAGE_CHECK_BUDGET_S = {"train": 60.0, "val": 120.0, "test": 120.0}
 
 def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> None:
     start = time.monotonic()
+    if len(paths) > 5000:
+        print(f"  reading the first and last bytes of {len(paths)} files of {listed_in} ...", flush=True)
     bad, checked, total = data_checks.unreadable_images(paths, budget_s=IMAGE_CHECK_BUDGET_S.get(split, 60.0))
     if bad:
         shown = "; ".join(f"{path} {reason}" for path, reason in bad[:5])
