@@ -32,6 +32,7 @@ import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,6 +43,8 @@ __all__ = [
     "CheckpointMismatchError",
     "rednet_shapes",
     "infer_rednet_arch",
+    "StateDictDiff",
+    "state_dict_diff",
     "check_state_dict",
     "convert_imagenet",
     "convert_paddleclas",
@@ -63,33 +66,60 @@ class CheckpointMismatchError(ValueError):
     """The tensors of a checkpoint do not fit the target model layout."""
 
 
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:_LISTED])
-    return shown + (f" ... ({len(names) - _LISTED} more)" if len(names) > _LISTED else "")
+def _listing(names: list[str], listed: int = _LISTED) -> str:
+    shown = ", ".join(names[:listed])
+    return shown + (f" ... ({len(names) - listed} more)" if len(names) > listed else "")
+
+
+@dataclass(frozen=True)
+class StateDictDiff:
+    """How a state dict differs from a model's key -> shape layout (each list sorted)."""
+
+    missing: list[str]
+    unexpected: list[str]
+    misshaped: list[str]  # the keys whose shapes differ
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # mis-shaped key -> (found, expected)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.misshaped)
+
+    @property
+    def count(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.misshaped)
+
+    def describe(self, listed: int = _LISTED) -> str:
+        """``missing N: a, b ...; unexpected M: ...; mis-shaped K: key (found) (expected ...)``."""
+        problems = []
+        if self.missing:
+            problems.append(f"missing {len(self.missing)}: {_listing(self.missing, listed)}")
+        if self.unexpected:
+            problems.append(f"unexpected {len(self.unexpected)}: {_listing(self.unexpected, listed)}")
+        if self.misshaped:
+            shown = [f"{k} {self.shapes[k][0]} (expected {self.shapes[k][1]})" for k in self.misshaped]
+            problems.append(f"mis-shaped {len(shown)}: {_listing(shown, listed)}")
+        return "; ".join(problems)
+
+
+def state_dict_diff(state: Mapping[str, Any], expected: Shapes) -> StateDictDiff:
+    """Compare the keys and shapes of ``state`` (tensors) with ``expected`` (key -> shape)."""
+    both = set(state) & set(expected)
+    misshaped = sorted(k for k in both if tuple(state[k].shape) != tuple(expected[k]))
+    return StateDictDiff(
+        missing=sorted(set(expected) - set(state)),
+        unexpected=sorted(set(state) - set(expected)),
+        misshaped=misshaped,
+        shapes={k: (tuple(state[k].shape), tuple(expected[k])) for k in misshaped},
+    )
 
 
 def check_state_dict(state: Mapping[str, torch.Tensor], expected: Shapes, what: str) -> None:
     """Raise `CheckpointMismatchError` unless ``state`` has exactly the keys and shapes of ``expected``."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != tuple(expected[k])
-    )
-    if not (missing or unexpected or misshaped):
-        return
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {_listing(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped {len(misshaped)}: {_listing(misshaped)}")
-    raise CheckpointMismatchError(
-        f"{what} does not match the target layout; " + "; ".join(problems)
-        + ". Check that the file is the kind of checkpoint you named and that the model settings agree."
-    )
+    diff = state_dict_diff(state, expected)
+    if diff:
+        raise CheckpointMismatchError(
+            f"{what} does not match the target layout; " + diff.describe()
+            + ". Check that the file is the kind of checkpoint you named and that the model settings agree."
+        )
 
 
 def rednet_shapes(depth: int, stem_kernel_size: int = 3, num_classes: int = 0) -> dict[str, torch.Size]:

@@ -26,8 +26,12 @@ from typing import Any
 SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(1, str(REPO))  # this checkout's involution_ops, as the runs it launches get (PYTHONPATH)
+import data_checks  # noqa: E402
 import make_toy_data  # noqa: E402
-from train import REMOTE_PREFIXES, apply_cfg_options, backbone_init_checkpoints, latest_resumable, set_data_root  # noqa: E402
+import weight_checks  # noqa: E402
+from config_checks import ConfigOptionError, check_cfg_options  # noqa: E402
+from train import REMOTE_PREFIXES, apply_cfg_options, latest_resumable, set_data_root  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class PreflightError(RuntimeError):
 class Job:
     name: str  # official config stem, used in records, tables and work dirs
     config: Path  # file actually run (the toy variant on toy data)
+    resume: bool = False  # continue the newest run of this config (RESUME=1 and it has one)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -215,6 +220,7 @@ def check_coco(cfg: Any, cache: dict) -> None:
         if not image_dir.is_dir():
             raise PreflightError(f"image folder {image_dir} for {split} not found. Fix: extract the "
                                  f"{split} images there (COCO 2017: {image_dir.name}.zip) or set DATA")
+        _check_coco_annotations(data, ann_path, cache)
         key = ("images", image_dir, ann_path)
         if key not in cache:
             present = set(os.listdir(image_dir))
@@ -223,6 +229,9 @@ def check_coco(cfg: Any, cache: dict) -> None:
                 raise PreflightError(f"{len(missing)} of {len(data['images'])} images listed in {ann_path} are "
                                      f"missing from {image_dir} (e.g. {missing[0]}). Fix: extract the complete "
                                      f"image archive there")
+            _check_images([image_dir / im["file_name"] for im in data["images"]], ann_path, split,
+                          f"extract the image archive again (COCO 2017: {image_dir.name}.zip), or remove those "
+                          f"images and their annotations from {ann_path.name}")
             cache[key] = True
         names = [c["name"] for c in data["categories"]]
         wanted = (dataset.get("metainfo") or {}).get("classes")
@@ -239,6 +248,40 @@ def check_coco(cfg: Any, cache: dict) -> None:
                                  f"{'selected ' if wanted else ''}categories. Fix: set the heads' num_classes "
                                  f"to {expected} (e.g. --cfg-options model.bbox_head.num_classes={expected}) "
                                  f"or use the matching dataset")
+
+
+def _check_coco_annotations(data: dict, ann_path: Path, cache: dict) -> None:
+    key = ("annotations", ann_path)
+    if key in cache:
+        return
+    errors, warnings = data_checks.coco_annotation_problems(data, ann_path)
+    if errors:
+        raise PreflightError("\n       ".join(errors))
+    for warning in warnings:
+        print(f"  warning: {warning}", flush=True)
+    cache[key] = True
+
+
+# Seconds the pre-flight spends reading image bytes per file list; on slow storage the rest of a
+# training list is left to the load-time guard (scripts/image_guard.py), which skips and counts.
+IMAGE_CHECK_BUDGET_S = {"train": 60.0, "val": 120.0, "test": 120.0}
+
+
+def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> None:
+    start = time.monotonic()
+    if len(paths) > 5000:
+        print(f"  reading the first and last bytes of {len(paths)} files of {listed_in} ...", flush=True)
+    bad, checked, total = data_checks.unreadable_images(paths, budget_s=IMAGE_CHECK_BUDGET_S.get(split, 60.0))
+    if bad:
+        shown = "; ".join(f"{path} {reason}" for path, reason in bad[:5])
+        more = f" ... ({len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise PreflightError(f"{len(bad)} of the {checked} images of {listed_in} read so far are unreadable: "
+                             f"{shown}{more}. Fix: {fix}")
+    if checked < total:
+        guard = ("the rest are checked as they load: an unreadable one is skipped with a warning and counted in "
+                 "the run record" if split == "train" else "an unreadable one among the rest stops the evaluation")
+        print(f"  note: read {checked} of {total} images of {listed_in} in {time.monotonic() - start:.0f} s; "
+              f"{guard}", flush=True)
 
 
 def check_cityscapes(cfg: Any) -> None:
@@ -268,8 +311,11 @@ def check_cityscapes(cfg: Any) -> None:
             raise PreflightError(f"{len(missing)} of {len(images)} images in {image_dir} have no *{seg_suffix} "
                                  f"label in {label_dir} (e.g. for {missing[0].name}). {hint}")
         labels = [(label_dir / p.relative_to(image_dir)).with_name(p.name[:-len(img_suffix)] + seg_suffix)
-                  for p in images[:3]]
-        _check_cityscapes_samples(images[:1], labels, num_classes=len(_cityscapes_classes(cfg)))
+                  for p in images]
+        _check_cityscapes_samples(images[:1], labels[:3], num_classes=len(_cityscapes_classes(cfg)))
+        _check_images(images + labels, image_dir, split,
+                      "extract leftImg8bit_trainvaltest.zip / gtFine_trainvaltest.zip again (and regenerate the "
+                      "train-id labels)")
     classes = _cityscapes_classes(cfg)
     expected = len(classes)
     bad = sorted(n for n in heads if n != expected)
@@ -306,20 +352,49 @@ def _check_cityscapes_samples(images: list[Path], labels: list[Path], num_classe
                     f"*_labelTrainIds.png files with `python -m cityscapesscripts.preparation.createTrainIdLabelImgs`")
 
 
-def check_pretrained(cfg: Any, args: argparse.Namespace, dataset: str) -> None:
-    if args.pretrained:
-        paths = [args.pretrained]
-    elif dataset == "toy":
+def _local_path(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+def read_weights(path: str, what: str, cache: dict) -> weight_checks.Checkpoint:
+    """A weights file loaded weights-only, once; any problem is a PreflightError naming it."""
+    key = ("weights", str(_local_path(path)))
+    if key not in cache:
+        try:
+            cache[key] = weight_checks.read_checkpoint(str(_local_path(path)), what)
+        except weight_checks.WeightsError as error:
+            raise PreflightError(str(error)) from None
+    return cache[key]
+
+
+def check_pretrained(cfg: Any, args: argparse.Namespace, dataset: str, job_name: str = "", cache: dict | None = None
+                     ) -> None:
+    """Every local Pretrained file the run will load, read and checked against its module."""
+    cache = {} if cache is None else cache
+    if not args.pretrained and dataset == "toy":
         return  # toy variants train from scratch unless PRETRAINED is given
-    else:
-        paths = backbone_init_checkpoints(cfg.model)
+    targets = weight_checks.pretrained_targets(cfg.model, args.pretrained)
+    paths = [args.pretrained] if args.pretrained else []
+    paths += [t.checkpoint for t in targets if t.checkpoint not in paths]
     for path in paths:
         if path.startswith(REMOTE_PREFIXES):
             continue
-        full = Path(path) if Path(path).is_absolute() else REPO / path
+        full = _local_path(path)
         if not full.is_file() or full.stat().st_size == 0:
             raise PreflightError(f"pretrained backbone weights {path} not found. Fix: "
                                  + CONVERT_HINT.format(path=path))
+    for target in targets:
+        if target.checkpoint.startswith(REMOTE_PREFIXES):
+            continue
+        checkpoint = read_weights(target.checkpoint, f"pretrained weights {target.checkpoint}", cache)
+        shapes_key = ("shapes", job_name, target.where)
+        if shapes_key not in cache:
+            cache[shapes_key] = weight_checks.build_shapes(target.module_cfg, cfg.get("default_scope", "mmdet"))
+        error, note = weight_checks.pretrained_problem(checkpoint, target, cache[shapes_key], job_name)
+        if error:
+            raise PreflightError(error)
+        if note:
+            print(f"  note: {note}", flush=True)
 
 
 def check_amp(args: argparse.Namespace) -> None:
@@ -331,7 +406,7 @@ def check_amp(args: argparse.Namespace) -> None:
                                  "this machine has none. Fix: drop AMP=1 on a CPU")
 
 
-def load_config(job: Job, data_root: Path, args: argparse.Namespace) -> Any:
+def load_config(job: Job, data_root: Path, args: argparse.Namespace, warned: set | None = None) -> Any:
     from mmengine.config import Config
 
     try:
@@ -340,30 +415,100 @@ def load_config(job: Job, data_root: Path, args: argparse.Namespace) -> Any:
         raise PreflightError(f"config {job.config.relative_to(REPO)} does not load: {error}") from error
     set_data_root(cfg, str(data_root))
     try:
+        warnings = check_cfg_options(cfg, args.cfg_options)
+    except ConfigOptionError as error:
+        raise PreflightError(f"{error} (config {job.config.relative_to(REPO)})") from None
+    for warning in warnings:
+        if warned is None or warning not in warned:
+            print(f"  warning: {warning}", flush=True)
+            if warned is not None:
+                warned.add(warning)
+    try:
         apply_cfg_options(cfg, args.cfg_options)
     except Exception as error:
         raise PreflightError(f"CFG_OPTIONS {' '.join(args.cfg_options)} do not apply: {error}") from error
     return cfg
 
 
-def match_checkpoint(jobs: list[Job], ckpt: str) -> list[Job]:
-    """The group's configs a checkpoint belongs to: by its path, else by its recorded experiment name."""
+def _named_jobs(jobs: list[Job], path: Path, meta: dict) -> list[Job]:
+    """The configs a checkpoint's folder names, else its recorded experiment name."""
+    parts = set(path.resolve().parts)
+    hits = [job for job in jobs if job.name in parts or job.config.stem in parts]
+    if not hits:
+        experiment = str(meta.get("experiment_name", ""))
+        hits = [job for job in jobs if experiment.startswith((job.name + "_", job.config.stem + "_"))]
+    return hits
+
+
+def match_checkpoint(jobs: list[Job], ckpt: str, configs: dict[str, Any], cache: dict | None = None) -> list[Job]:
+    """The one config of the target whose model every tensor of the checkpoint fits.
+
+    The checkpoint's folder (or recorded experiment) must name that config when it names one, and
+    --configs may pick it; otherwise the content decides. ``configs``: job name -> loaded config."""
+    cache = {} if cache is None else cache
     path = Path(ckpt)
     if not path.is_file():
         raise PreflightError(f"CKPT={ckpt}: no such checkpoint file. Fix: give the path of a .pth file "
                              f"(e.g. work_dirs/<suite>/<config>/<timestamp>/iter_N.pth)")
-    parts = set(path.resolve().parts)
-    hits = [job for job in jobs if job.name in parts or job.config.stem in parts]
-    if not hits:
-        from involution_ops.safe_load import load_torch_file
+    checkpoint = read_weights(ckpt, f"CKPT={ckpt}", cache)
+    diffs = {}
+    for job in jobs:
+        cfg = configs[job.name]
+        shapes = weight_checks.build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
+        diffs[job.name] = weight_checks.fit_diff(checkpoint, shapes)
+    fits = [job for job in jobs if not diffs[job.name]]
+    named = jobs if len(jobs) == 1 else _named_jobs(jobs, path, checkpoint.meta)
+    if len(named) == 1 and named[0] in fits:
+        return named
+    where = ("it fits no config of this target. Fix: evaluate it with the target of the model it was "
+             "trained as (see its meta above), or with the options it was trained with (CFG_OPTIONS)")
+    if fits:
+        where = (f"its tensors fit {', '.join(j.name for j in fits)} of this target. Fix: keep it under "
+                 f"work_dirs/<suite>/<config name>/ of that config, or pick it with --configs")
+    if len(named) == 1:
+        raise PreflightError(weight_checks.fit_message(checkpoint, named[0].name, diffs[named[0].name]) + " " + where)
+    if len(fits) == 1:
+        return fits
+    closest = min(jobs, key=lambda job: diffs[job.name].count)
+    raise PreflightError(f"CKPT={ckpt} cannot be matched to exactly one config of this target "
+                         f"({', '.join(j.name for j in jobs)}): "
+                         + weight_checks.fit_message(checkpoint, closest.name, diffs[closest.name]) + " " + where)
 
-        experiment = str(load_torch_file(str(path)).get("meta", {}).get("experiment_name", ""))
-        hits = [job for job in jobs if experiment.startswith((job.name + "_", job.config.stem + "_"))]
-    if len(hits) != 1:
-        raise PreflightError(f"CKPT={ckpt} cannot be matched to exactly one config of this target "
-                             f"({', '.join(j.name for j in jobs)}). Fix: keep it under "
-                             f"work_dirs/<suite>/<config name>/ or run the target of its detector")
-    return hits
+
+def _finished_runs(runs_dir: str) -> set[Path]:
+    """Run folders that a training record names (those runs are complete)."""
+    finished = set()
+    for record in Path(runs_dir).glob("*.json"):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and not data.get("evaluated_checkpoint_only") and data.get("work_dir"):
+            finished.add((REPO / data["work_dir"]).resolve())
+    return finished
+
+
+def plan_resume(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
+    """RESUME=1 on a group: continue each config's newest run with a checkpoint, start the configs
+    that have none (killed before their first checkpoint, or never started), and leave out those
+    whose newest run already finished (it has a record)."""
+    finished = _finished_runs(args.runs_dir)
+    planned = []
+    for job in jobs:
+        found = latest_resumable(Path(args.work_dir) / args.suite / job.name)
+        if found is not None and found.resolve() in finished:
+            print(f"  done {job.name}: its newest run {found} has finished (record in {args.runs_dir}); "
+                  f"not run again", flush=True)
+            continue
+        planned.append(Job(job.name, job.config, resume=found is not None))
+        print(f"  {'resume' if found is not None else 'start '} {job.name}"
+              + (f" from {found}" if found is not None else ": no run with a checkpoint yet, starts afresh"),
+              flush=True)
+    if planned and not any(job.resume for job in planned):
+        folders = ", ".join(str(Path(args.work_dir) / args.suite / job.name) for job in planned)
+        raise PreflightError(f"RESUME=1 but {folders} holds no run with a checkpoint. Fix: start without "
+                             f"RESUME=1, or set WORK_DIR to the folder of the killed runs")
+    return planned
 
 
 # ---------------------------------------------------------------- launching
@@ -422,7 +567,7 @@ def job_command(job: Job, args: argparse.Namespace, data_root: Path, dataset: st
         command = [*prefix, str(SCRIPTS / "test.py"), args.ckpt, *common]
     else:
         command = [*prefix, str(SCRIPTS / "train.py"), *common]
-        if args.resume:
+        if job.resume:
             command.append("--resume")
         if args.amp:
             command.append("--amp")
@@ -443,24 +588,36 @@ def main(argv: list[str] | None = None) -> int:
         env["MASTER_PORT"] = str(args.master_port)
     try:
         check_amp(args)
+        cache: dict = {}
+        # User-given weights are read first: a broken or unsafe file stops here, in a second.
+        if args.pretrained:
+            if not _local_path(args.pretrained).is_file():
+                raise PreflightError(f"pretrained backbone weights {args.pretrained} not found. Fix: "
+                                     + CONVERT_HINT.format(path=args.pretrained))
+            read_weights(args.pretrained, f"PRETRAINED={args.pretrained}", cache)
+        if args.ckpt:
+            if not Path(args.ckpt).is_file():
+                raise PreflightError(f"CKPT={args.ckpt}: no such checkpoint file. Fix: give the path of a .pth "
+                                     f"file (e.g. work_dirs/<suite>/<config>/<timestamp>/iter_N.pth)")
+            read_weights(args.ckpt, f"CKPT={args.ckpt}", cache)
         data_root, dataset = resolve_data(args)
         jobs = select_jobs(args, toy=dataset == "toy")
-        if args.ckpt:
-            jobs = match_checkpoint(jobs, args.ckpt)
         banner(f"pre-flight checks: {len(jobs)} config(s) on {dataset} data at {data_root}")
-        cache: dict = {}
+        warned: set = set()
+        configs = {job.name: load_config(job, data_root, args, warned) for job in jobs}
+        if args.ckpt:
+            jobs = match_checkpoint(jobs, args.ckpt, configs, cache)
         for job in jobs:
-            cfg = load_config(job, data_root, args)
+            cfg = configs[job.name]
             if args.suite == "coco":
                 check_coco(cfg, cache)
             else:
                 check_cityscapes(cfg)
             if not args.ckpt:
-                check_pretrained(cfg, args, dataset)
-            if args.resume and latest_resumable(Path(args.work_dir) / args.suite / job.name) is None:
-                raise PreflightError(f"RESUME=1 but {Path(args.work_dir) / args.suite / job.name} holds no run "
-                                     f"with a checkpoint. Fix: start it without RESUME=1")
+                check_pretrained(cfg, args, dataset, job.name, cache)
             print(f"  ok  {job.name}  ({job.config.relative_to(REPO)})", flush=True)
+        if args.resume:
+            jobs = plan_resume(jobs, args)
     except PreflightError as error:
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
         return 2
@@ -468,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for index, job in enumerate(jobs, 1):
         command = job_command(job, args, data_root, dataset)
-        what = "evaluating" if args.ckpt else ("resuming" if args.resume else "training + testing")
+        what = "evaluating" if args.ckpt else ("resuming" if job.resume else "training + testing")
         banner(f"[{index}/{len(jobs)}] {what} {job.name} on {dataset} data\n$ {shlex.join(command)}")
         start = time.perf_counter()
         result = subprocess.run(command, env=env)

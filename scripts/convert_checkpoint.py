@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         converted = convert(args)
         checkpoints.save_checkpoint(converted, args.out, force=args.force)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # includes mismatch and unsafe-file errors
+    except (ValueError, OSError) as error:  # mismatch, unsafe or unreadable file, missing file, no permission...
         print(f"error: {error}", file=sys.stderr)
         return 1
     arch = converted["meta"]["arch"]

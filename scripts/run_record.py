@@ -1,8 +1,8 @@
 """Run records: one JSON file per finished run in results/runs/ (schema 1, see CONTRACTS.md).
 
 Shared by the detection and segmentation suites; written by scripts/train.py and
-scripts/test.py, read by scripts/make_tables.py. A record is never overwritten:
-a name clash moves the timestamp on by a second.
+scripts/test.py, read by scripts/make_tables.py. A record is never overwritten (a name
+clash moves the timestamp on by a second) and appears whole or not at all.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import os
 import platform
 import resource
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,12 @@ def now_iso() -> str:
 
 
 def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results" / "runs") -> Path:
-    """Write `<name>__<dataset>__<YYYYmmdd-HHMMSS>.json` exclusively; never replaces a file."""
+    """Write `<name>__<dataset>__<YYYYmmdd-HHMMSS>.json`; never replaces a file, never leaves half a record.
+
+    The text goes to a temporary file in the same folder first (flushed to disk), which then
+    takes the record's name in one step: a kill at any moment leaves either no record or a
+    whole one (at worst a stray `.*.partial` file, which no reader globs).
+    """
     for key in ("name", "suite", "dataset", "metrics"):
         if key not in record:
             raise ValueError(f"run record lacks {key!r}")
@@ -168,12 +174,39 @@ def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results"
     runs.mkdir(parents=True, exist_ok=True)
     when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     text = json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=False) + "\n"
-    for _ in range(1000):
-        path = runs / f"{record['name']}__{record['dataset']}__{when:%Y%m%d-%H%M%S}.json"
-        try:
-            with open(path, "x") as handle:
-                handle.write(text)
-            return path
-        except FileExistsError:
+    handle, temporary = tempfile.mkstemp(dir=runs, prefix=f".{record['name']}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a record is an ordinary file
+        for _ in range(1000):
+            path = runs / f"{record['name']}__{record['dataset']}__{when:%Y%m%d-%H%M%S}.json"
+            if _publish(temporary, path):
+                return path
             when += _dt.timedelta(seconds=1)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     raise FileExistsError(f"could not find a free record name in {runs}")
+
+
+def _publish(temporary: str, path: Path) -> bool:
+    """Give the finished temporary file the name `path` unless that exists; False if it does."""
+    try:
+        os.link(temporary, path)  # atomic and exclusive: fails if `path` exists
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: check, then rename (atomic, not exclusive)
+        if path.exists():
+            return False
+        os.replace(temporary, path)
+        return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -14,16 +14,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_record  # noqa: E402
+import weight_checks  # noqa: E402
 from train import banner, base_record, build_runner, choose_run_dir, common_args, init_distributed, is_main_process, prepare_config  # noqa: E402
 
 
-def checkpoint_iteration(path: str) -> int | None:
-    """Training iteration stored in an mmengine checkpoint's meta, loaded weights-only."""
-    from involution_ops.safe_load import load_torch_file
-
-    meta = load_torch_file(path).get("meta", {})
+def checkpoint_iteration(meta: dict) -> int | None:
+    """Training iteration stored in an mmengine checkpoint's meta."""
     value = meta.get("iter")
     return int(value) if value is not None else None
+
+
+def checkpoint_problem(checkpoint: weight_checks.Checkpoint, model: object, config: str) -> str | None:
+    """Why ``checkpoint`` cannot be evaluated with ``model`` (every tensor, names and shapes), or None.
+
+    mmengine's loader would only log missing or mis-shaped tensors and evaluate a partly random model."""
+    module = getattr(model, "module", model)  # DDP wrapper
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    diff = weight_checks.fit_diff(checkpoint, shapes)
+    if not diff:
+        return None
+    return (weight_checks.fit_message(checkpoint, config, diff, label="checkpoint ")
+            + " Fix: evaluate it with the config it was trained with (and the same CFG_OPTIONS)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         parser.error(f"checkpoint {args.checkpoint} does not exist")
+    try:
+        checkpoint = weight_checks.read_checkpoint(args.checkpoint, f"checkpoint {args.checkpoint}")
+    except weight_checks.WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     init_distributed(args.launcher)
     args.work_dir = choose_run_dir(args.work_root, suffix="-eval")
@@ -43,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.model.get("backbone", {}).pop("init_cfg", None)
     started = run_record.now_iso()
     runner = build_runner(cfg)
+    problem = checkpoint_problem(checkpoint, runner.model, args.config)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        return 2
     banner(f"evaluating {args.checkpoint} with {args.config}")
     start = time.perf_counter()
     raw_metrics = runner.test()
@@ -50,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         record = base_record(args, cfg, runner)
         record.update({
             "metrics": run_record.metrics_from_mm(raw_metrics or {}),
-            "iterations": checkpoint_iteration(args.checkpoint),
+            "iterations": checkpoint_iteration(checkpoint.meta),
             "wall_time_s": round(time.perf_counter() - start, 1),
             "peak_memory_mb": run_record.peak_memory_mb(),
             "loss_curve": [],

@@ -112,7 +112,13 @@ def prepare_config(args: argparse.Namespace) -> Any:
     if getattr(args, "amp", False):
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
+    from config_checks import check_cfg_options
+
+    check_cfg_options(cfg, args.cfg_options)  # a key the config lacks and its builder refuses stops here
     apply_cfg_options(cfg, args.cfg_options)
+    import image_guard
+
+    image_guard.guard_train_pipeline(cfg, cfg.work_dir)  # an unreadable training image is skipped, counted
     return cfg
 
 
@@ -271,6 +277,17 @@ def base_record(args: argparse.Namespace, cfg: Any, runner: Any) -> dict[str, An
     }
 
 
+def skipped_images_record(run_dir: str) -> dict[str, Any]:
+    """Record fields for the training images the load-time guard skipped (every session of the run)."""
+    import image_guard
+
+    count, files = image_guard.skipped_images(run_dir)
+    if count:
+        print(f"[train] warning: {count} unreadable training image(s) were skipped: {', '.join(files[:5])}"
+              + (" ..." if len(files) > 5 else ""), flush=True)
+    return {"skipped_images": count, "skipped_image_files": files[:100]}
+
+
 def banner(text: str) -> None:
     if is_main_process():
         print(f"\n{'=' * 78}\n== {text}\n{'=' * 78}", flush=True)
@@ -285,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
 
     init_distributed(args.launcher)
     args.work_dir = choose_run_dir(args.work_root, resume=args.resume)
-    cfg = prepare_config(args)
+    from config_checks import ConfigOptionError
+
+    try:
+        cfg = prepare_config(args)
+    except ConfigOptionError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     if args.resume:
         cfg.resume = True
         cfg.load_from = None  # mmengine then takes the work dir's last_checkpoint
@@ -310,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": os.path.relpath(checkpoint.read_text().strip(), run_record.REPO)
             if checkpoint.exists() else "",
             "evaluated_checkpoint_only": False,
+            **skipped_images_record(cfg.work_dir),
             "resumed": bool(args.resume),
             "started_at": started,
             "finished_at": run_record.now_iso(),

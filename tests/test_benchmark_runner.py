@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def test_launch_prefixes():
 
 
 def test_job_commands_carry_the_options():
-    job = benchmark.Job("retinanet_red50_fpn_1x_coco", ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py")
+    job = benchmark.Job("retinanet_red50_fpn_1x_coco", ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py",
+                        resume=True)
     args = _args("--resume", "--amp", "--seed", "7", "--deterministic", "--pretrained", "w.pth",
                  "--cfg-options", "a.b=1", "c=[1,2]")
     command = benchmark.job_command(job, args, Path("/data/toy/coco"), "toy")
@@ -220,3 +222,113 @@ def test_preflight_resume_and_ckpt(capsys, tmp_path):
     assert code == 2 and "holds no run with a checkpoint" in err
     code, err = _preflight(capsys, "--ckpt", str(tmp_path / "absent.pth"))
     assert code == 2 and "absent.pth: no such checkpoint" in err
+
+
+def test_record_is_never_left_half_written(tmp_path):
+    """A write that stops midway (here at a 4 KiB file-size limit, as on a full disk) leaves no record."""
+    runs = tmp_path / "runs"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import run_record; "
+            "run_record.write_record({'name': 'n', 'suite': 'coco', 'dataset': 'toy', 'metrics': {}, "
+            "'loss_curve': [[i, 1.0] for i in range(5000)]}, sys.argv[2])")
+
+    def limit_file_size():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "scripts"), str(runs)],
+                            preexec_fn=limit_file_size, capture_output=True)
+    assert result.returncode != 0 and b"File too large" in result.stderr  # stopped mid-write
+    assert list(runs.glob("*.json")) == []
+    record = {"name": "n", "suite": "coco", "dataset": "toy", "metrics": {"bbox_AP": 1.0}}
+    path = run_record.write_record(record, runs)  # the folder still works, and only whole records appear
+    assert [p.name for p in runs.glob("*.json")] == [path.name]
+    assert json.loads(path.read_text())["metrics"] == {"bbox_AP": 1.0}
+
+
+# ------------------------------------------------------------------ CFG_OPTIONS keys
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """Fail the test if the pre-flight lets a run start."""
+    def launched(command, *args, **kwargs):
+        raise AssertionError(f"the pre-flight let this start: {' '.join(map(str, command))}")
+
+    monkeypatch.setattr(subprocess, "run", launched)
+
+
+def test_cfg_option_typo_is_refused_at_preflight(capsys, tmp_path, no_launch):
+    """On the toy data (its iteration-based config): refused before any model is built."""
+    code, err = _preflight(capsys, "--work-dir", str(tmp_path), "--cfg-options", "train_cfg.max_iter=1")
+    assert code == 2 and err.count("error:") == 1
+    assert "train_cfg.max_iter" in err and "IterBasedTrainLoop" in err and "train_cfg.max_iters" in err
+    code, err = _preflight(capsys, "--work-dir", str(tmp_path), "--cfg-options", "model.bbox_head.num_clases=3")
+    assert code == 2 and "model.bbox_head (RetinaHead) has no option 'num_clases'" in err
+    assert "model.bbox_head.num_classes" in err
+
+
+def test_cfg_option_keys_the_config_lacks():
+    config = pytest.importorskip("mmengine.config")
+    import config_checks
+
+    cfg = config.Config.fromfile(str(ROOT / "det_configs" / "retinanet_red50_fpn_1x_coco.py"))
+    with pytest.raises(config_checks.ConfigOptionError, match="train_cfg \\(EpochBasedTrainLoop\\) has no option "
+                                                             "'max_iter'.*use train_cfg.max_epochs="):
+        config_checks.check_cfg_options(cfg, ["train_cfg.max_iter=1"])  # the paper's configs count epochs
+    # new keys that the object built from the dict takes: accepted without a word
+    assert config_checks.check_cfg_options(cfg, ["test_dataloader.dataset.indices=4",
+                                                 "test_evaluator.outfile_prefix=/tmp/x",
+                                                 "train_dataloader.pin_memory=True",
+                                                 # keys the builders take before the class sees the dict
+                                                 "optim_wrapper.paramwise_cfg.norm_decay_mult=0",
+                                                 "default_hooks.logger.priority=BELOW_NORMAL"]) == []
+    # plain settings dicts and the top level take anything: a warning naming the near key
+    (warning,) = config_checks.check_cfg_options(cfg, ["model.test_cfg.score_th=0.1"])
+    assert "model.test_cfg has no key 'score_th'" in warning and "model.test_cfg.score_thr" in warning
+    (warning,) = config_checks.check_cfg_options(cfg, ["train_cfgs.max_epochs=1"])
+    assert "no top-level key 'train_cfgs'" in warning and "train_cfg" in warning
+    with pytest.raises(config_checks.ConfigOptionError, match="torch DataLoader.*batch_size"):
+        config_checks.check_cfg_options(cfg, ["train_dataloader.batchsize=4"])
+    with pytest.raises(config_checks.ConfigOptionError, match="pipeline is a list of"):
+        config_checks.check_cfg_options(cfg, ["train_dataloader.dataset.pipeline.40.scale=(1,1)"])
+
+
+# ------------------------------------------------------------------ RESUME=1 on a group
+
+def _killed_run(work: Path, name: str, stamp: str = "20260101-000000") -> Path:
+    run = work / "coco" / name / stamp
+    run.mkdir(parents=True)
+    (run / "iter_2.pth").write_bytes(b"checkpoint")
+    (run / "last_checkpoint").write_text(str(run / "iter_2.pth"))
+    return run
+
+
+def test_resume_a_group_whose_second_config_never_started(tmp_path, capsys, monkeypatch):
+    """The first config was killed after a checkpoint, the second never started: RESUME=1 resumes the
+    first and starts the second (the commands handed to the launcher are what is checked)."""
+    pytest.importorskip("mmdet")
+    _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
+                        or subprocess.CompletedProcess(command, 0))
+    code = benchmark.main(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
+                           "--runs-dir", str(tmp_path / "runs")])
+    assert code == 0, capsys.readouterr().err
+    assert [c[c.index("--name") + 1] for c in launched] == ["retinanet_red50_fpn_1x_coco",
+                                                             "retinanet_red50_neck_fpn_1x_coco"]
+    assert "--resume" in launched[0] and "--resume" not in launched[1]
+
+
+def test_resume_plan_leaves_out_finished_runs(tmp_path):
+    args = benchmark.parse_args(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
+                                 "--runs-dir", str(tmp_path / "runs")])
+    jobs = benchmark.select_jobs(args, toy=True)
+    done = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
+    killed = _killed_run(tmp_path, "retinanet_red50_neck_fpn_1x_coco")
+    run_record.write_record({"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "dataset": "toy",
+                             "metrics": {}, "work_dir": str(done), "evaluated_checkpoint_only": False},
+                            tmp_path / "runs")
+    planned = benchmark.plan_resume(jobs, args)
+    assert [(j.name, j.resume) for j in planned] == [("retinanet_red50_neck_fpn_1x_coco", True)]
+    (killed / "last_checkpoint").unlink()
+    with pytest.raises(benchmark.PreflightError, match="holds no run with a checkpoint"):
+        benchmark.plan_resume(jobs, args)

@@ -322,3 +322,22 @@ def test_backbone_file_loads_through_mmengine_pretrained_init(tmp_path, trained)
     assert set(loaded) == set(expected)
     for key, value in expected.items():
         assert torch.equal(loaded[key], value), key
+
+
+@pytest.mark.parametrize("source", ["imagenet", "mmdet", "paddleclas"])
+@pytest.mark.parametrize("content,what", [
+    (b"see https://example.org/weights\n", "text file"),
+    ("truncated", "incomplete or damaged"),
+])
+def test_unreadable_input_is_one_message(tmp_path, trained, capsys, source, content, what):
+    src, out = tmp_path / "input.pth", tmp_path / "out.pth"
+    if content == "truncated":
+        torch.save(mmcls_layout(trained), src)
+        content = src.read_bytes()[:20000]
+    src.write_bytes(content)
+    assert run(source, str(src), str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and str(src) in err and "Fix:" in err and "Traceback" not in err
+    if source != "paddleclas":  # a .pdparams reader sees no zip or text, only a broken pickle
+        assert what in err
+    assert not out.exists()

@@ -1,6 +1,6 @@
 """End-to-end runs through scripts/benchmark.py on the built-in toy data (CPU, tiny settings):
 two gloo processes, a run killed after its first checkpoint and resumed, and CKPT evaluation
-reproducing the metrics the run recorded."""
+reproducing the metrics the run recorded; an unreadable training image skipped and counted."""
 from __future__ import annotations
 
 import json
@@ -104,3 +104,30 @@ def test_ckpt_evaluation_reproduces_the_recorded_metrics(resumed_run):
     after = json.loads((work / "evaluated.bbox.json").read_text())
     assert len(before) >= 4 * 50
     assert after == before
+
+
+def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
+    """An image that goes bad after the pre-flight (run straight through scripts/train.py here) is
+    skipped with a warning during training, and the run record counts it; the run finishes."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_toy_data
+
+    data = tmp_path / "coco"
+    shutil.copytree(make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False), data)
+    images = json.loads((data / "annotations" / "instances_train2017.json").read_text())["images"]
+    bad = data / "train2017" / images[0]["file_name"]  # dataset index 0 of the two kept below
+    bad.write_bytes(bad.read_bytes()[:700])
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"),
+               str(ROOT / "det_configs" / "toy" / "retinanet_red50_fpn_toy.py"), "--work-root", str(tmp_path / "work"), "--suite", "coco", "--dataset", "toy", "--data", str(data),
+               "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=2",
+               "train_dataloader.dataset.indices=2", *TINY[:2], "test_dataloader.dataset.indices=1",
+               "default_hooks.logger.interval=1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"skipping unreadable training image {bad}" in result.stdout + result.stderr
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert record["iterations"] == 2 and record["skipped_images"] >= 1
+    assert record["skipped_image_files"] == [str(bad)]

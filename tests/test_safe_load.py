@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from support import require
-from involution_ops.safe_load import UnsafeFileError, load_pdparams, load_torch_file
+from involution_ops.safe_load import UnreadableFileError, UnsafeFileError, load_pdparams, load_torch_file
 
 
 class RunsShell:
@@ -80,3 +80,44 @@ def test_pdparams_that_is_not_a_pickle(tmp_path):
     path.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="broken.pdparams"):
         load_pdparams(path)
+
+
+# ------------------------------------------------------------------ files that are not checkpoints
+
+def _weights_file(tmp_path, name="weights.pth"):
+    path = tmp_path / name
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}}, path)
+    return path
+
+
+@pytest.mark.parametrize("make,what", [
+    (lambda p: p.write_text("model weights are on the shared drive\n"), "a text file"),
+    (lambda p: p.write_text("<!DOCTYPE html><html><body>404</body></html>"), "an HTML/XML page"),
+    (lambda p: p.write_bytes(_weights_file(p.parent, "whole.pth").read_bytes()[:3000]), "incomplete or damaged"),
+    (lambda p: p.write_bytes(b""), "an empty file"),
+])
+def test_a_file_that_is_not_a_checkpoint_gets_one_message(tmp_path, make, what):
+    path = tmp_path / "rednet50.pth"
+    make(path)
+    with pytest.raises(UnreadableFileError) as error:
+        load_torch_file(path)
+    message = str(error.value)
+    assert str(path) in message and what in message and "Fix:" in message
+    assert isinstance(error.value, ValueError) and not isinstance(error.value, UnsafeFileError)
+
+
+def test_plain_pickle_of_arrays_is_named_as_such(tmp_path):
+    path = tmp_path / "RedNet50_pretrained.pth"
+    with open(path, "wb") as file:
+        pickle.dump({"conv.weight": np.zeros((2, 2), "float32")}, file, protocol=2)
+    with pytest.raises(UnreadableFileError, match="plain pickle.*convert_checkpoint.py paddleclas"):
+        load_torch_file(path)
+
+
+def test_code_in_a_checkpoint_is_still_a_refusal_not_a_read_error(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "meta": RunsShell()}, path)
+    with pytest.raises(UnsafeFileError, match="allow-list") as error:
+        load_torch_file(path)
+    assert "the global posix.system" in str(error.value) or "the global nt.system" in str(error.value)
+    assert "weights_only` set to `False`" not in str(error.value)  # torch's advice is not passed on

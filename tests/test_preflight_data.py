@@ -1,0 +1,133 @@
+"""Bad COCO data caught before training (annotations, truncated images), and unreadable images met
+during training skipped with a warning and counted instead of stopping the run."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+pytest.importorskip("mmdet")
+import benchmark  # noqa: E402
+import data_checks  # noqa: E402
+
+FIT = ["--cfg-options", "model.bbox_head.num_classes=3"]
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    def launched(command, *args, **kwargs):
+        raise AssertionError(f"the pre-flight let this start: {' '.join(map(str, command))}")
+
+    monkeypatch.setattr(subprocess, "run", launched)
+
+
+@pytest.fixture(scope="module")
+def toy_coco(tmp_path_factory):
+    source = benchmark.make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
+    copy = tmp_path_factory.mktemp("coco") / "coco"
+    shutil.copytree(source, copy)
+    return copy
+
+
+@pytest.fixture
+def data(toy_coco, tmp_path):
+    copy = tmp_path / "coco"
+    shutil.copytree(toy_coco, copy)
+    return copy
+
+
+def _edit(data, split, change):
+    path = data / "annotations" / f"instances_{split}2017.json"
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+    return path
+
+
+def _preflight(capsys, data):
+    code = benchmark.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),
+                           "--work-dir", str(data.parent / "wd"), *FIT])
+    return code, capsys.readouterr().err
+
+
+def test_boxes_without_size(capsys, data, no_launch):
+    def shrink(content):
+        for ann in content["annotations"][:4]:
+            ann["bbox"][2] = 0.0
+        content["annotations"][4]["bbox"][3] = -5.0
+
+    path = _edit(data, "train", shrink)
+    code, err = _preflight(capsys, data)
+    assert code == 2 and str(path) in err
+    assert "5 of" in err and "no box of positive width and height" in err and "annotation ids 1, 2, 3, 4, 5" in err
+    assert "Fix:" in err
+
+
+def test_unknown_category_and_image(capsys, data, no_launch):
+    def break_ids(content):
+        content["annotations"][0]["category_id"] = 91
+        content["annotations"][1]["category_id"] = 91
+        content["annotations"][2]["image_id"] = 4000
+
+    path = _edit(data, "val", break_ids)
+    code, err = _preflight(capsys, data)
+    assert code == 2 and str(path) in err
+    assert "2 of" in err and "category ids 91" in err and "not among its 3 categories" in err
+    assert "image_id that its 'images' list does not have (image ids 4000" in err
+
+
+def test_truncated_image(capsys, data, no_launch):
+    image = data / "train2017" / "train_000007.jpg"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    code, err = _preflight(capsys, data)
+    assert code == 2 and f"{image} is a truncated JPEG" in err and "Fix: extract the image archive again" in err
+
+
+def test_a_jpeg_with_data_after_its_end_marker_is_fine(data):
+    image = data / "train2017" / "train_000007.jpg"
+    image.write_bytes(image.read_bytes() + bytes(4096))  # some cameras append a trailer
+    assert data_checks.image_problem(image) is None
+    assert data_checks.image_problem(data / "annotations" / "instances_val2017.json").startswith("is not an image")
+
+
+def test_a_few_bad_boxes_in_a_large_file_are_a_warning():
+    """COCO 2017's train file has 2 zero-height boxes among 860,001 annotations: not a reason to stop."""
+    annotations = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]} for i in range(1, 20001)]
+    annotations[917]["bbox"] = [296.65, 388.33, 1.03, 0.0]
+    content = {"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": annotations}
+    errors, warnings = data_checks.coco_annotation_problems(content, Path("instances_train2017.json"))
+    assert errors == [] and len(warnings) == 1 and "1 of 20000" in warnings[0] and "ids 918" in warnings[0]
+
+
+# ------------------------------------------------------------------ during training
+
+def test_training_skips_and_counts_an_unreadable_image(data, tmp_path):
+    """The guarded pipeline of a real toy config, in mmdet's CocoDataset: the truncated image is skipped
+    (mmengine draws another index), logged, and counted the way scripts/train.py records it."""
+    import image_guard
+    import train
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import DATASETS
+
+    cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / "retinanet_red50_fpn_toy.py"))
+    train.set_data_root(cfg, str(data))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert image_guard.guard_train_pipeline(cfg, str(run_dir)) == 1
+    init_default_scope("mmdet")
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)["img_path"].endswith("train_000007.jpg"))
+    image = Path(dataset.get_data_info(index)["img_path"])
+    image.write_bytes(image.read_bytes()[:600])
+    sample = dataset[index]
+    assert Path(sample["data_samples"].img_path) != image
+    assert image_guard.skipped_images(run_dir) == (1, [str(image)])
+    dataset[index]
+    assert train.skipped_images_record(str(run_dir)) == {"skipped_images": 2, "skipped_image_files": [str(image)]}
