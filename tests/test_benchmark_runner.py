@@ -267,7 +267,7 @@ def test_cfg_option_typo_is_refused_at_preflight(capsys, tmp_path, no_launch):
 
 
 def test_cfg_option_keys_the_config_lacks():
-    config = pytest.importorskip("mmengine.config")
+    config = require.module("mmengine.config")
     import config_checks
 
     cfg = config.Config.fromfile(str(ROOT / "det_configs" / "retinanet_red50_fpn_1x_coco.py"))
@@ -305,7 +305,7 @@ def _killed_run(work: Path, name: str, stamp: str = "20260101-000000") -> Path:
 def test_resume_a_group_whose_second_config_never_started(tmp_path, capsys, monkeypatch):
     """The first config was killed after a checkpoint, the second never started: RESUME=1 resumes the
     first and starts the second (the commands handed to the launcher are what is checked)."""
-    pytest.importorskip("mmdet")
+    require.module("mmdet")
     _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from support import require
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-pytest.importorskip("mmdet")
+require.module("mmdet")
 import benchmark  # noqa: E402
 import data_checks  # noqa: E402
 

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from support import require
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-pytest.importorskip("mmdet")
+require.module("mmdet")
 import benchmark  # noqa: E402
 
 from involution_ops import RedNet  # noqa: E402
