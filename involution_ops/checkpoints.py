@@ -48,7 +48,7 @@ __all__ = [
     "check_state_dict",
     "convert_imagenet",
     "convert_paddleclas",
-    "convert_mm2",
+    "convert_legacy_openmmlab",
     "model_shapes_from_config",
     "save_checkpoint",
 ]
@@ -239,7 +239,7 @@ def convert_paddleclas(params: Mapping[str, Any], keep_head: bool = False, what:
     return _rednet_result(state, keep_head, what, "PaddleClas RedNet .pdparams")
 
 
-def convert_mm2(
+def convert_legacy_openmmlab(
     checkpoint: Mapping[str, Any],
     framework: str,
     reference: Shapes | None = None,

@@ -27,10 +27,9 @@ SCRIPTS = Path(__file__).resolve().parent
 REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(1, str(REPO))  # this checkout's involution_ops, as the runs it launches get (PYTHONPATH)
-import data_checks  # noqa: E402
 import make_toy_data  # noqa: E402
-import weight_checks  # noqa: E402
-from config_checks import ConfigOptionError, check_cfg_options  # noqa: E402
+from involution_ops.bench import data_checks, weight_checks  # noqa: E402
+from involution_ops.bench.config_checks import ConfigOptionError, check_cfg_options  # noqa: E402
 from train import REMOTE_PREFIXES, apply_cfg_options, latest_resumable, set_data_root  # noqa: E402
 
 

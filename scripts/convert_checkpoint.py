@@ -49,7 +49,7 @@ def convert(args: argparse.Namespace) -> dict:
     if args.source == "imagenet":
         return checkpoints.convert_imagenet(checkpoint, keep_head=args.keep_head, what=what)
     reference = checkpoints.model_shapes_from_config(args.config, args.source) if args.config else None
-    return checkpoints.convert_mm2(checkpoint, args.source, reference=reference, what=what)
+    return checkpoints.convert_legacy_openmmlab(checkpoint, args.source, reference=reference, what=what)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_record  # noqa: E402
-import weight_checks  # noqa: E402
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from involution_ops.bench import records as run_record  # noqa: E402
+from involution_ops.bench import weight_checks  # noqa: E402
 from train import banner, base_record, build_runner, choose_run_dir, common_args, init_distributed, is_main_process, prepare_config  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_record  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from involution_ops.bench import records as run_record  # noqa: E402
 
 REMOTE_PREFIXES = ("http://", "https://", "torchvision://", "open-mmlab://", "mmcls://", "s3://", "pavi://")
 
@@ -112,11 +112,11 @@ def prepare_config(args: argparse.Namespace) -> Any:
     if getattr(args, "amp", False):
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
-    from config_checks import check_cfg_options
+    from involution_ops.bench.config_checks import check_cfg_options
 
     check_cfg_options(cfg, args.cfg_options)  # a key the config lacks and its builder refuses stops here
     apply_cfg_options(cfg, args.cfg_options)
-    import image_guard
+    from involution_ops.bench import image_guard
 
     image_guard.guard_train_pipeline(cfg, cfg.work_dir)  # an unreadable training image is skipped, counted
     return cfg
@@ -255,7 +255,7 @@ def is_main_process() -> bool:
 def base_record(args: argparse.Namespace, cfg: Any, runner: Any) -> dict[str, Any]:
     from mmengine.dist import get_world_size
 
-    trainable, total = run_record.count_params(runner.model)
+    trainable, total = run_record.params_m(runner.model)
     name = record_name(args.config, args.name)
     return {
         "name": name,
@@ -279,7 +279,7 @@ def base_record(args: argparse.Namespace, cfg: Any, runner: Any) -> dict[str, An
 
 def skipped_images_record(run_dir: str) -> dict[str, Any]:
     """Record fields for the training images the load-time guard skipped (every session of the run)."""
-    import image_guard
+    from involution_ops.bench import image_guard
 
     count, files = image_guard.skipped_images(run_dir)
     if count:
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
     init_distributed(args.launcher)
     args.work_dir = choose_run_dir(args.work_root, resume=args.resume)
-    from config_checks import ConfigOptionError
+    from involution_ops.bench.config_checks import ConfigOptionError
 
     try:
         cfg = prepare_config(args)

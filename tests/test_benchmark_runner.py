@@ -15,7 +15,7 @@ from support import require
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark  # noqa: E402
-import run_record  # noqa: E402
+from involution_ops.bench import records as run_record  # noqa: E402
 import train  # noqa: E402
 
 
@@ -227,15 +227,15 @@ def test_preflight_resume_and_ckpt(capsys, tmp_path):
 def test_record_is_never_left_half_written(tmp_path):
     """A write that stops midway (here at a 4 KiB file-size limit, as on a full disk) leaves no record."""
     runs = tmp_path / "runs"
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import run_record; "
-            "run_record.write_record({'name': 'n', 'suite': 'coco', 'dataset': 'toy', 'metrics': {}, "
-            "'loss_curve': [[i, 1.0] for i in range(5000)]}, sys.argv[2])")
+    code = ("import sys; from involution_ops.bench import records; "
+            "records.write_record({'name': 'n', 'suite': 'coco', 'dataset': 'toy', 'metrics': {}, "
+            "'loss_curve': [[i, 1.0] for i in range(5000)]}, sys.argv[1])")
 
     def limit_file_size():
         import resource
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "scripts"), str(runs)],
+    result = subprocess.run([sys.executable, "-c", code, str(runs)], cwd=ROOT,
                             preexec_fn=limit_file_size, capture_output=True)
     assert result.returncode != 0 and b"File too large" in result.stderr  # stopped mid-write
     assert list(runs.glob("*.json")) == []
@@ -268,7 +268,7 @@ def test_cfg_option_typo_is_refused_at_preflight(capsys, tmp_path, no_launch):
 
 def test_cfg_option_keys_the_config_lacks():
     config = require.module("mmengine.config")
-    import config_checks
+    from involution_ops.bench import config_checks
 
     cfg = config.Config.fromfile(str(ROOT / "det_configs" / "retinanet_red50_fpn_1x_coco.py"))
     with pytest.raises(config_checks.ConfigOptionError, match="train_cfg \\(EpochBasedTrainLoop\\) has no option "

@@ -13,7 +13,7 @@ import torch
 
 from support import require
 from involution_ops import RedNet
-from involution_ops.checkpoints import CheckpointMismatchError, convert_mm2
+from involution_ops.checkpoints import CheckpointMismatchError, convert_legacy_openmmlab
 from involution_ops.safe_load import UnsafeFileError, load_torch_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,12 +156,12 @@ def test_mmdet2_checkpoint_to_mmdet3(tmp_path):
 def test_mm2_full_check_against_reference_shapes():
     source = mm2_detector()
     reference = {k: v.shape for k, v in source["state_dict"].items()}
-    convert_mm2(source, "mmdet", reference=reference)
+    convert_legacy_openmmlab(source, "mmdet", reference=reference)
     del reference["rpn_head.rpn_cls.weight"]
     reference["rpn_head.rpn_reg.weight"] = torch.Size([12, 256, 1, 1])
     reference["neck.fpn_convs.0.conv2.conv.weight"] = torch.Size([144, 64, 1, 1])
     with pytest.raises(CheckpointMismatchError) as error:
-        convert_mm2(source, "mmdet", reference=reference)
+        convert_legacy_openmmlab(source, "mmdet", reference=reference)
     message = str(error.value)
     assert "missing 1: rpn_head.rpn_reg.weight" in message
     assert "unexpected 1: rpn_head.rpn_cls.weight" in message
@@ -205,9 +205,9 @@ def test_wrong_source_kind_and_missing_head_are_explained(trained):
     with pytest.raises(CheckpointMismatchError, match="not an mmcls RedNet checkpoint"):
         convert_checkpoint.checkpoints.convert_imagenet({"stem.0.conv.weight": torch.zeros(1)})
     with pytest.raises(CheckpointMismatchError, match="not an mmseg model checkpoint"):
-        convert_mm2({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(1)}}, "mmseg")
+        convert_legacy_openmmlab({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(1)}}, "mmseg")
     with pytest.raises(CheckpointMismatchError, match="outside the modules of an mmseg model"):
-        convert_mm2(mm2_detector(), "mmseg")
+        convert_legacy_openmmlab(mm2_detector(), "mmseg")
     backbone_only = mmcls_layout(trained)
     backbone_only["state_dict"] = {k: v for k, v in backbone_only["state_dict"].items() if not k.startswith("head.")}
     with pytest.raises(CheckpointMismatchError, match="no fc weights"):

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 require.module("mmdet")
 import benchmark  # noqa: E402
-import data_checks  # noqa: E402
+from involution_ops.bench import data_checks  # noqa: E402
 
 FIT = ["--cfg-options", "model.bbox_head.num_classes=3"]
 
@@ -112,7 +112,7 @@ def test_a_few_bad_boxes_in_a_large_file_are_a_warning():
 def test_training_skips_and_counts_an_unreadable_image(data, tmp_path):
     """The guarded pipeline of a real toy config, in mmdet's CocoDataset: the truncated image is skipped
     (mmengine draws another index), logged, and counted the way scripts/train.py records it."""
-    import image_guard
+    from involution_ops.bench import image_guard
     import train
     from mmengine.config import Config
     from mmengine.registry import init_default_scope

@@ -217,7 +217,7 @@ def test_evaluation_refuses_a_model_the_checkpoint_does_not_fit(fpn_checkpoint):
     """scripts/test.py checks the built model itself (used alone, without the pre-flight)."""
     import importlib.util
 
-    import weight_checks
+    from involution_ops.bench import weight_checks
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS

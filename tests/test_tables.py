@@ -5,7 +5,6 @@ themselves, never copied from the script's output."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -310,10 +309,9 @@ def test_paper_yaml_is_consistent_with_its_published_reductions():
 
 
 def test_records_written_by_run_record_land_in_the_table(tmp_path):
-    """Contract check with the writer of the records (scripts/run_record.py)."""
-    spec = importlib.util.spec_from_file_location("run_record", REPO / "scripts" / "run_record.py")
-    run_record = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_record)
+    """Contract check with the writer of the records (involution_ops.bench.records)."""
+    from involution_ops.bench import records as run_record
+
     metrics = run_record.metrics_from_mm({"coco/bbox_mAP": 0.392, "coco/bbox_mAP_50": 0.591})
     for dataset, config in (("coco", "det_configs/retinanet_red50_fpn_1x_coco.py"),
                             ("toy", "det_configs/toy/retinanet_red50_fpn_toy.py")):

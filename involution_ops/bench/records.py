@@ -1,7 +1,7 @@
-"""Run records: one JSON file per finished run in results/runs/ (schema 1, see CONTRACTS.md).
+"""Run records: one JSON file per finished run in results/runs/ (schema 1).
 
-Shared by the detection and segmentation suites; written by scripts/train.py and
-scripts/test.py, read by scripts/make_tables.py. A record is never overwritten (a name
+Shared by the detection and segmentation suites; written by the training and evaluation
+processes (involution_ops.bench.session), read by involution_ops.bench.tables. A record is never overwritten (a name
 clash moves the timestamp on by a second) and appears whole or not at all.
 """
 from __future__ import annotations
@@ -17,8 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from involution_ops.complexity import count_params as _count_params
+
+from .io import REPO_ROOT
+
 SCHEMA = 1
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 # mmdet CocoMetric key suffix -> record key suffix
 _COCO_KEYS = {"mAP": "AP", "mAP_50": "AP50", "mAP_75": "AP75", "mAP_s": "APs", "mAP_m": "APm", "mAP_l": "APl"}
@@ -80,12 +84,10 @@ def loss_curve(run_dir: str | Path) -> list[list[float]]:
     return [[step, points[step]] for step in sorted(points)]
 
 
-def count_params(model: Any) -> tuple[float, float]:
+def params_m(model: Any) -> tuple[float, float]:
     """(trainable, total) parameters in millions; DDP wrappers are unwrapped."""
-    module = getattr(model, "module", model)
-    params = list(module.parameters())
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    return round(trainable / 1e6, 3), round(sum(p.numel() for p in params) / 1e6, 3)
+    trainable, total = _count_params(getattr(model, "module", model))
+    return round(trainable / 1e6, 3), round(total / 1e6, 3)
 
 
 def gflops_paper(name: str, complexity_json: str | Path = REPO / "results" / "complexity.json") -> float | None:

@@ -5,7 +5,7 @@
 mmengine's ``BaseDataset.__getitem__`` (training mode) then draws another index (up to
 ``max_refetch`` times), so one bad file out of many does not stop a run. Every skip is appended as
 one line to ``<run folder>/skipped_images.txt`` (from every process and dataloader worker), which
-scripts/train.py counts into the run record. Test pipelines are not guarded: evaluating on a
+the training session counts into the run record. Test pipelines are not guarded: evaluating on a
 different set of images would change the metrics, so there a bad image stays an error (the
 pre-flight reads every test image's bytes first).
 """
@@ -20,7 +20,7 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
-from data_checks import image_problem
+from .data_checks import image_problem
 
 GUARD = "SkipUnreadableImage"
 LOG_NAME = "skipped_images.txt"

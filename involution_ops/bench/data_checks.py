@@ -1,4 +1,4 @@
-"""Dataset checks shared by the pre-flight (scripts/benchmark.py) and the training-time image guard.
+"""Dataset checks shared by the pre-flight and the training-time image guard.
 
 * `coco_annotation_problems`: boxes of non-positive size, category ids that are not among the
   file's categories, annotations of images the file does not list.

@@ -21,7 +21,7 @@ import importlib
 import inspect
 from typing import Any
 
-# Top-level keys the Runner (and scripts/train.py) read, besides those a config already has.
+# Top-level keys the Runner (and the training session) read, besides those a config already has.
 RUNNER_KEYS = {"model", "work_dir", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg", "val_cfg",
                "test_cfg", "auto_scale_lr", "optim_wrapper", "param_scheduler", "val_evaluator", "test_evaluator",
                "default_hooks", "custom_hooks", "data_preprocessor", "load_from", "resume", "launcher", "env_cfg",

@@ -129,7 +129,7 @@ class PretrainedTarget:
 
 
 def pretrained_targets(model_cfg: Any, pretrained: str | None) -> list[PretrainedTarget]:
-    """The modules that a ``Pretrained`` init_cfg loads, as scripts/train.py will configure them:
+    """The modules that a ``Pretrained`` init_cfg loads, as the run's config sets them up:
     PRETRAINED replaces the init_cfg of a RedNet backbone; otherwise the config's own ones count."""
     backbone = model_cfg.get("backbone") or {}
     if pretrained and backbone.get("type") == "RedNet":
