@@ -1,7 +1,6 @@
 """The shared run machinery: run records, launch commands, data-root rewriting, pre-flight errors."""
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -13,10 +12,8 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchmark  # noqa: E402
+from involution_ops.bench import launcher, preflight, runconfig, toy_data  # noqa: E402
 from involution_ops.bench import records as run_record  # noqa: E402
-import train  # noqa: E402
 
 
 # ------------------------------------------------------------------ run records
@@ -71,52 +68,67 @@ def test_gflops_lookup(tmp_path):
 # ------------------------------------------------------------------ launching
 
 def _args(*extra):
-    return benchmark.parse_args(["coco", "retinanet", *extra])
+    return launcher.parse_args(["coco", "retinanet", *extra])
 
 
 def test_launch_prefixes():
-    prefix, launcher = benchmark.launch_prefix(_args(), "x")
-    assert launcher == "none" and prefix == [sys.executable]
-    prefix, launcher = benchmark.launch_prefix(
+    prefix, kind = launcher.launch_prefix(_args(), "x")
+    assert kind == "none" and prefix == [sys.executable]
+    prefix, kind = launcher.launch_prefix(
         _args("--gpus", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
               "--master-port", "29600"), "x")
-    assert launcher == "pytorch"
+    assert kind == "pytorch"
     assert prefix[1:3] == ["-m", "torch.distributed.run"]
     assert {"--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
             "--master_port=29600"} <= set(prefix)
-    prefix, launcher = benchmark.launch_prefix(_args("--gpus", "4", "--slurm-partition", "gpu"), "job")
-    assert launcher == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
+    prefix, kind = launcher.launch_prefix(_args("--gpus", "4", "--slurm-partition", "gpu"), "job")
+    assert kind == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
     assert "--ntasks=4" in prefix and "--gres=gpu:4" in prefix
 
 
-def test_job_commands_carry_the_options():
-    job = benchmark.Job("retinanet_red50_fpn_1x_coco", ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py",
-                        resume=True)
+def test_run_config_carries_the_options(tmp_path):
+    """The options reach the run through its config.py, the only input of the training process."""
+    require.module("mmdet")
+    from mmengine.config import Config
+
+    job = launcher.Job("retinanet_red50_fpn_1x_coco", ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py",
+                       resume=True)
     args = _args("--resume", "--amp", "--seed", "7", "--deterministic", "--pretrained", "w.pth",
-                 "--cfg-options", "a.b=1", "c=[1,2]")
-    command = benchmark.job_command(job, args, Path("/data/toy/coco"), "toy")
-    assert command[1].endswith("train.py")
-    text = " ".join(command)
-    for piece in ("--resume", "--amp", "--seed 7", "--deterministic", "--pretrained w.pth", "--dataset toy",
-                  "--launcher none", "--name retinanet_red50_fpn_1x_coco",
-                  "--work-root work_dirs/coco/retinanet_red50_fpn_1x_coco"):
-        assert piece in text
-    assert command[-3:] == ["--cfg-options", "a.b=1", "c=[1,2]"]
-    command = benchmark.job_command(job, _args("--ckpt", "x.pth"), Path("/d"), "coco")
-    assert command[1].endswith("test.py") and command[2] == "x.pth" and "--resume" not in command
+                 "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=3",
+                 "model.neck.out_channels=32")
+    cfg = launcher.load_config(job, Path("/data/toy/coco"), args, dataset="toy", device="cpu")
+    (tmp_path / "run").mkdir()
+    path = runconfig.place_in_run_dir(cfg, tmp_path / "run")
+    assert path == (tmp_path / "run" / "config.py").resolve()
+    dumped = Config.fromfile(str(path))
+    assert dumped.randomness == {"seed": 7, "deterministic": True}
+    assert dumped.optim_wrapper.type == "AmpOptimWrapper" and dumped.launcher == "none"
+    assert dumped.model.backbone.init_cfg == {"type": "Pretrained", "checkpoint": "w.pth"}
+    assert dumped.train_cfg.max_iters == 3 and dumped.model.neck.out_channels == 32
+    assert dumped.train_dataloader.dataset.data_root == "/data/toy/coco/"
+    assert dumped.work_dir == str((tmp_path / "run").resolve())
+    run = dumped.involution_run
+    assert (run.name, run.dataset, run.suite, run.runs_dir) == ("retinanet_red50_fpn_1x_coco", "toy", "coco",
+                                                                str(tmp_path / "runs"))
+    assert run.source_config == "det_configs/toy/retinanet_red50_fpn_toy.py"
+    command = launcher.job_command(job, args, path)
+    assert command[0] == sys.executable and command[1].endswith("train.py")
+    assert command[2:] == [str(path), "--resume"]  # nothing else: the file holds every setting
+    command = launcher.job_command(job, _args("--ckpt", "x.pth"), path)
+    assert command[1].endswith("test.py") and command[2:] == [str(path)]
 
 
 def test_group_selection_and_bad_arguments():
-    names = [j.name for j in benchmark.select_jobs(_args(), toy=False)]
+    names = [j.name for j in launcher.select_jobs(_args(), toy=False)]
     assert names == ["retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco"]
-    jobs = benchmark.select_jobs(benchmark.parse_args(["coco", "all", "--baselines"]), toy=True)
+    jobs = launcher.select_jobs(launcher.parse_args(["coco", "all", "--baselines"]), toy=True)
     assert len(jobs) == 11 and all(j.config.parent.name == "toy" and j.config.is_file() for j in jobs)
-    seg = benchmark.select_jobs(benchmark.parse_args(["cityscapes", "fpn"]), toy=False)
+    seg = launcher.select_jobs(launcher.parse_args(["cityscapes", "fpn"]), toy=False)
     assert [j.name for j in seg] == ["fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes"]
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["coco", "yolo"])
+        launcher.parse_args(["coco", "yolo"])
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["coco", "retinanet", "--ckpt", "a.pth", "--resume"])
+        launcher.parse_args(["coco", "retinanet", "--ckpt", "a.pth", "--resume"])
 
 
 def test_latest_resumable(tmp_path):
@@ -124,16 +136,15 @@ def test_latest_resumable(tmp_path):
         (tmp_path / stamp).mkdir()
     (tmp_path / "20260101-000000" / "last_checkpoint").write_text("x")
     (tmp_path / "20260102-000000" / "last_checkpoint").write_text("y")
-    assert train.latest_resumable(tmp_path).name == "20260102-000000"
-    assert train.latest_resumable(tmp_path / "nothing") is None
+    assert launcher.latest_resumable(tmp_path).name == "20260102-000000"
+    assert launcher.latest_resumable(tmp_path / "nothing") is None
 
 
 def test_new_run_folders_are_never_reused(tmp_path):
-    first = train.choose_run_dir(tmp_path)
-    second = train.choose_run_dir(tmp_path)
+    first = launcher.new_run_dir(tmp_path)
+    second = launcher.new_run_dir(tmp_path)
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
-    with pytest.raises(SystemExit, match="nothing to resume"):
-        train.choose_run_dir(tmp_path / "empty", resume=True)
+    assert first.parent == second.parent == tmp_path.resolve()
 
 
 # ------------------------------------------------------------------ config handling (needs mmengine)
@@ -141,12 +152,12 @@ def test_new_run_folders_are_never_reused(tmp_path):
 def test_set_data_root_rewrites_loaders_and_evaluators():
     config = require.module("mmengine.config")
     cfg = config.Config.fromfile(str(ROOT / "det_configs" / "mask_rcnn_red50_fpn_1x_coco.py"))
-    train.set_data_root(cfg, "/datasets/coco")
+    runconfig.set_data_root(cfg, "/datasets/coco")
     for split in ("train", "val", "test"):
         assert cfg[f"{split}_dataloader"]["dataset"]["data_root"] == "/datasets/coco/"
     assert cfg.val_evaluator.ann_file == "/datasets/coco/annotations/instances_val2017.json"
-    assert train.backbone_init_checkpoints(cfg.model) == ["checkpoints/rednet50_imagenet.pth"]
-    assert benchmark.model_num_classes(cfg.model) == {80}
+    assert runconfig.backbone_init_checkpoints(cfg.model) == ["checkpoints/rednet50_imagenet.pth"]
+    assert preflight.model_num_classes(cfg.model) == {80}
 
 
 # ------------------------------------------------------------------ pre-flight errors
@@ -154,7 +165,7 @@ def test_set_data_root_rewrites_loaders_and_evaluators():
 @pytest.fixture(scope="module")
 def toy_coco(tmp_path_factory):
     require.module("mmdet")
-    source = benchmark.make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
+    source = toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
     copy = tmp_path_factory.mktemp("coco") / "coco"
     shutil.copytree(source, copy)
     return copy
@@ -162,7 +173,7 @@ def toy_coco(tmp_path_factory):
 
 def _preflight(capsys, *argv):
     require.module("mmdet")
-    code = benchmark.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
+    code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
     return code, capsys.readouterr().err
 
 
@@ -310,25 +321,50 @@ def test_resume_a_group_whose_second_config_never_started(tmp_path, capsys, monk
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
                         or subprocess.CompletedProcess(command, 0))
-    code = benchmark.main(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
+    code = launcher.main(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
                            "--runs-dir", str(tmp_path / "runs")])
     assert code == 0, capsys.readouterr().err
-    assert [c[c.index("--name") + 1] for c in launched] == ["retinanet_red50_fpn_1x_coco",
-                                                             "retinanet_red50_neck_fpn_1x_coco"]
+    assert [Path(c[2]).parent.parent.name for c in launched] == ["retinanet_red50_fpn_1x_coco",
+                                                                 "retinanet_red50_neck_fpn_1x_coco"]
     assert "--resume" in launched[0] and "--resume" not in launched[1]
 
 
+def test_resume_trains_on_the_config_in_the_run_folder(tmp_path, capsys, monkeypatch):
+    """RESUME=1 restarts the killed run on the config.py of its folder (here with a setting the group's
+    config does not have), not on a config built anew; this invocation's CFG_OPTIONS still apply."""
+    require.module("mmdet")
+    from mmengine.config import Config
+
+    run = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
+    args = launcher.parse_args(["coco", "retinanet", "--work-dir", str(tmp_path), "--runs-dir",
+                                str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=7"])
+    job = launcher.select_jobs(args, toy=True)[0]
+    cfg = launcher.load_config(job, launcher.resolve_data(args)[0], args)
+    runconfig.place_in_run_dir(cfg, run)
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
+                        or subprocess.CompletedProcess(command, 0))
+    code = launcher.main(["coco", "retinanet", "--configs", job.name, "--resume", "--work-dir", str(tmp_path),
+                          "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "default_hooks.logger.interval=3"])
+    assert code == 0, capsys.readouterr().err
+    (command,) = launched
+    assert command[2:] == [str(run.resolve() / "config.py"), "--resume"]
+    resumed = Config.fromfile(command[2])
+    assert resumed.train_cfg.max_iters == 7 and resumed.default_hooks.logger.interval == 3
+    assert resumed.work_dir == str(run.resolve()) and [p.name for p in run.parent.iterdir()] == [run.name]
+
+
 def test_resume_plan_leaves_out_finished_runs(tmp_path):
-    args = benchmark.parse_args(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
+    args = launcher.parse_args(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
                                  "--runs-dir", str(tmp_path / "runs")])
-    jobs = benchmark.select_jobs(args, toy=True)
+    jobs = launcher.select_jobs(args, toy=True)
     done = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
     killed = _killed_run(tmp_path, "retinanet_red50_neck_fpn_1x_coco")
     run_record.write_record({"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "dataset": "toy",
                              "metrics": {}, "work_dir": str(done), "evaluated_checkpoint_only": False},
                             tmp_path / "runs")
-    planned = benchmark.plan_resume(jobs, args)
+    planned = launcher.plan_resume(jobs, args)
     assert [(j.name, j.resume) for j in planned] == [("retinanet_red50_neck_fpn_1x_coco", True)]
     (killed / "last_checkpoint").unlink()
-    with pytest.raises(benchmark.PreflightError, match="holds no run with a checkpoint"):
-        benchmark.plan_resume(jobs, args)
+    with pytest.raises(preflight.PreflightError, match="holds no run with a checkpoint"):
+        launcher.plan_resume(jobs, args)

@@ -17,8 +17,7 @@ from involution_ops.checkpoints import CheckpointMismatchError, convert_legacy_o
 from involution_ops.safe_load import UnsafeFileError, load_torch_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import convert_checkpoint  # noqa: E402
+from involution_ops import conversion as convert_checkpoint  # noqa: E402
 
 HAS_MMDET = require.available("mmdet")
 

@@ -11,9 +11,7 @@ with sources built from our own model.
 from __future__ import annotations
 
 import math
-import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,7 @@ from involution_ops import RedNet
 from involution_ops.safe_load import load_torch_file
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, os.fspath(REPO / "scripts"))
-import convert_checkpoint  # noqa: E402
+from involution_ops import conversion as convert_checkpoint  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "official_layouts"
 PUBLISHED_PARAMS_M = {26: 9.23, 50: 15.54}

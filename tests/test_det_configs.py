@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,10 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 require.module("mmdet")
 from mmengine.config import Config  # noqa: E402
 
-import benchmark  # noqa: E402
-import make_toy_data  # noqa: E402
-import train  # noqa: E402
+from involution_ops.bench import preflight, runconfig, toy_data  # noqa: E402
 
 PAPER = ["retinanet_red50_fpn", "retinanet_red50_neck_fpn", "faster_rcnn_red50_fpn", "faster_rcnn_red50_neck_fpn",
          "faster_rcnn_red50_neck_fpn_head", "mask_rcnn_red50_fpn", "mask_rcnn_red50_neck_fpn",
@@ -67,7 +63,7 @@ def test_toy_variant_keeps_the_model(model):
     full = _full(model)
     toy = Config.fromfile(str(ROOT / "det_configs" / "toy" / f"{model}_toy.py"))
     assert _strip_toy_changes(toy.to_dict()["model"]) == _strip_toy_changes(full.to_dict()["model"])
-    assert benchmark.model_num_classes(toy.model) == {3}
+    assert preflight.model_num_classes(toy.model) == {3}
     assert toy.optim_wrapper == full.optim_wrapper  # same optimiser and clipping
     assert toy.model.backbone.frozen_stages == -1 and toy.model.backbone.norm_eval is False
     assert toy.model.backbone.init_cfg is None
@@ -75,7 +71,7 @@ def test_toy_variant_keeps_the_model(model):
 
 @pytest.fixture(scope="module")
 def toy_root():
-    return make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
+    return toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
 
 
 @pytest.mark.slow
@@ -84,7 +80,7 @@ def test_toy_variant_trains_and_tests(model, toy_root, tmp_path):
     from mmengine.runner import Runner
 
     cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / f"{model}_toy.py"))
-    train.set_data_root(cfg, str(toy_root))
+    runconfig.set_data_root(cfg, str(toy_root))
     cfg.work_dir = str(tmp_path)
     cfg.train_cfg.max_iters = 1
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=100, save_last=False)

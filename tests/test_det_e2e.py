@@ -107,23 +107,25 @@ def test_ckpt_evaluation_reproduces_the_recorded_metrics(resumed_run):
 
 
 def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
-    """An image that goes bad after the pre-flight (run straight through scripts/train.py here) is
-    skipped with a warning during training, and the run record counts it; the run finishes."""
+    """An image that goes bad after the pre-flight (the run's config.py written, then scripts/train.py
+    started straight on it here) is skipped with a warning during training, and the run record counts
+    it; the run finishes."""
     import shutil
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_toy_data
+    from involution_ops.bench import launcher, runconfig, toy_data
 
     data = tmp_path / "coco"
-    shutil.copytree(make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False), data)
+    shutil.copytree(toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False), data)
     images = json.loads((data / "annotations" / "instances_train2017.json").read_text())["images"]
     bad = data / "train2017" / images[0]["file_name"]  # dataset index 0 of the two kept below
     bad.write_bytes(bad.read_bytes()[:700])
-    command = [sys.executable, str(ROOT / "scripts" / "train.py"),
-               str(ROOT / "det_configs" / "toy" / "retinanet_red50_fpn_toy.py"), "--work-root", str(tmp_path / "work"), "--suite", "coco", "--dataset", "toy", "--data", str(data),
-               "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=2",
-               "train_dataloader.dataset.indices=2", *TINY[:2], "test_dataloader.dataset.indices=1",
-               "default_hooks.logger.interval=1"]
+    args = launcher.parse_args(["coco", "retinanet", "--runs-dir", str(tmp_path / "runs"), "--cfg-options",
+                                "train_cfg.max_iters=2", "train_dataloader.dataset.indices=2", *TINY[:2],
+                                "test_dataloader.dataset.indices=1", "default_hooks.logger.interval=1"])
+    job = launcher.select_jobs(args, toy=True)[0]
+    cfg = launcher.load_config(job, data, args, dataset="toy")
+    config = runconfig.place_in_run_dir(cfg, launcher.new_run_dir(tmp_path / "work"))
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), str(config)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

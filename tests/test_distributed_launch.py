@@ -19,8 +19,7 @@ from support import require
 from support.slurm_cluster import SlurmUnavailable, free_port, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import benchmark  # noqa: E402
+from involution_ops.bench import launcher  # noqa: E402
 
 CONFIG = "retinanet_red50_neck_fpn_1x_coco"
 ITERS = 2
@@ -36,22 +35,22 @@ CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 # ------------------------------------------------------------------ srun command line
 
 def _args(*extra: str):
-    return benchmark.parse_args(["coco", "retinanet", *extra])
+    return launcher.parse_args(["coco", "retinanet", *extra])
 
 
 @pytest.mark.parametrize("gres, expected", [
     ("gpu:8", True), ("gpu:a100:4(S:0-1)", True), ("mps:400,gpu:2", True), ("gpu", True),
     ("(null)", False), ("(null)\n(null)", False), ("gpux:2", False), ("", False)])
 def test_gres_has_gpu(gres, expected):
-    assert benchmark.gres_has_gpu(gres) is expected
+    assert launcher.gres_has_gpu(gres) is expected
 
 
 def test_srun_requests_gpus_only_where_the_partition_has_them():
     args = _args("--gpus", "2", "--slurm-partition", "cpu")
-    cpu, launcher = benchmark.launch_prefix(args, "job", partition_gpus=False)
-    assert launcher == "slurm" and not any(part.startswith("--gres") for part in cpu)
+    cpu, kind = launcher.launch_prefix(args, "job", partition_gpus=False)
+    assert kind == "slurm" and not any(part.startswith("--gres") for part in cpu)
     assert {"--ntasks=2", "--ntasks-per-node=2", "--nodes=1"} <= set(cpu)
-    gpu, _ = benchmark.launch_prefix(args, "job", partition_gpus=True)
+    gpu, _ = launcher.launch_prefix(args, "job", partition_gpus=True)
     assert "--gres=gpu:2" in gpu
 
 
@@ -64,8 +63,9 @@ def test_slurm_task_ids_win_over_inherited_rank_variables():
         pytest.skip("with CUDA the slurm launch is mmengine's init_dist")
     env = {**os.environ, "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "RANK": "3",
            "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-           "PYTHONPATH": str(ROOT / "scripts")}
-    code = ("import torch.distributed as dist, train; train.init_distributed('slurm'); "
+           "PYTHONPATH": str(ROOT)}
+    code = ("import torch.distributed as dist; from involution_ops.bench import session; "
+            "session.init_distributed('slurm'); "
             "print(dist.get_rank(), dist.get_world_size()); dist.destroy_process_group()")
     try:
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,8 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 require.module("mmdet")
-import benchmark  # noqa: E402
-from involution_ops.bench import data_checks  # noqa: E402
+from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
 
 FIT = ["--cfg-options", "model.bbox_head.num_classes=3"]
 
@@ -31,7 +28,7 @@ def no_launch(monkeypatch):
 
 @pytest.fixture(scope="module")
 def toy_coco(tmp_path_factory):
-    source = benchmark.make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
+    source = launcher.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
     copy = tmp_path_factory.mktemp("coco") / "coco"
     shutil.copytree(source, copy)
     return copy
@@ -53,7 +50,7 @@ def _edit(data, split, change):
 
 
 def _preflight(capsys, data):
-    code = benchmark.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),
+    code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),
                            "--work-dir", str(data.parent / "wd"), *FIT])
     return code, capsys.readouterr().err
 
@@ -111,15 +108,14 @@ def test_a_few_bad_boxes_in_a_large_file_are_a_warning():
 
 def test_training_skips_and_counts_an_unreadable_image(data, tmp_path):
     """The guarded pipeline of a real toy config, in mmdet's CocoDataset: the truncated image is skipped
-    (mmengine draws another index), logged, and counted the way scripts/train.py records it."""
+    (mmengine draws another index), logged, and counted the way the training session records it."""
     from involution_ops.bench import image_guard
-    import train
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmdet.registry import DATASETS
 
     cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / "retinanet_red50_fpn_toy.py"))
-    train.set_data_root(cfg, str(data))
+    runconfig.set_data_root(cfg, str(data))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     assert image_guard.guard_train_pipeline(cfg, str(run_dir)) == 1
@@ -132,4 +128,4 @@ def test_training_skips_and_counts_an_unreadable_image(data, tmp_path):
     assert Path(sample["data_samples"].img_path) != image
     assert image_guard.skipped_images(run_dir) == (1, [str(image)])
     dataset[index]
-    assert train.skipped_images_record(str(run_dir)) == {"skipped_images": 2, "skipped_image_files": [str(image)]}
+    assert session.skipped_images_record(str(run_dir)) == {"skipped_images": 2, "skipped_image_files": [str(image)]}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ from support import require
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 require.module("mmdet")
-import benchmark  # noqa: E402
+from involution_ops.bench import launcher, preflight, session, toy_data  # noqa: E402
 
 from involution_ops import RedNet  # noqa: E402
 
@@ -36,7 +34,7 @@ def no_launch(monkeypatch):
 
 @pytest.fixture(scope="module")
 def toy_coco(tmp_path_factory):
-    source = benchmark.make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
+    source = toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
     copy = tmp_path_factory.mktemp("coco") / "coco"
     shutil.copytree(source, copy)
     return copy
@@ -48,7 +46,7 @@ class RunsShell:
 
 
 def _main(capsys, *argv):
-    code = benchmark.main([*GROUP, *argv])
+    code = launcher.main([*GROUP, *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -74,8 +72,8 @@ def _malicious(path):
 def test_unusable_weights_stop_before_any_config_is_loaded(capsys, monkeypatch, tmp_path, no_launch, option,
                                                            make, what):
     loaded = []
-    real_load_config = benchmark.load_config
-    monkeypatch.setattr(benchmark, "load_config", lambda *a, **k: loaded.append(a) or real_load_config(*a, **k))
+    real_load_config = launcher.load_config
+    monkeypatch.setattr(launcher, "load_config", lambda *a, **k: loaded.append(a) or real_load_config(*a, **k))
     path = tmp_path / "work_dirs" / "coco" / FPN / "x" / "weights.pth"
     path.parent.mkdir(parents=True)
     make(path)
@@ -105,11 +103,11 @@ def pretrained_files(tmp_path_factory):
 
 
 def _check_pretrained(path, data, extra=()):
-    args = benchmark.parse_args([*GROUP, "--configs", FPN, "--data", str(data), "--pretrained", str(path),
+    args = launcher.parse_args([*GROUP, "--configs", FPN, "--data", str(data), "--pretrained", str(path),
                                  "--cfg-options", "model.bbox_head.num_classes=3", *extra])
-    job = benchmark.select_jobs(args, toy=False)[0]
-    cfg = benchmark.load_config(job, data, args)
-    benchmark.check_pretrained(cfg, args, "coco", job.name)
+    job = launcher.select_jobs(args, toy=False)[0]
+    cfg = launcher.load_config(job, data, args)
+    preflight.check_pretrained(cfg, args.pretrained, "coco", job.name)
 
 
 def test_resnet50_weights_are_refused(capsys, pretrained_files, toy_coco, tmp_path, no_launch):
@@ -132,7 +130,7 @@ def test_imagenet_rednet_into_the_7x7_stem_loads_all_but_the_stem_generator(caps
     assert "note" not in capsys.readouterr().out  # every tensor fits: nothing to say
     # with the ImageNet stem configured, the 7x7 file is the one that no longer fits
     _check_pretrained(pretrained_files["rednet50_imagenet.pth"], toy_coco, ["model.backbone.stem_kernel_size=3"])
-    with pytest.raises(benchmark.PreflightError, match=r"stem.1.conv2.conv.weight \(98, 8, 1, 1\) "
+    with pytest.raises(preflight.PreflightError, match=r"stem.1.conv2.conv.weight \(98, 8, 1, 1\) "
                                                        r"\(expected \(18, 8, 1, 1\)\)"):
         _check_pretrained(pretrained_files["rednet50_stem7.pth"], toy_coco, ["model.backbone.stem_kernel_size=3"])
 
@@ -140,23 +138,23 @@ def test_imagenet_rednet_into_the_7x7_stem_loads_all_but_the_stem_generator(caps
 def test_other_depth_and_prefixed_files_are_refused(pretrained_files, toy_coco, tmp_path):
     shallow = tmp_path / "rednet26.pth"
     torch.save({"state_dict": RedNet(26, stem_kernel_size=3).state_dict()}, shallow)
-    with pytest.raises(benchmark.PreflightError, match=r"missing \d+: layer1.1.bn1.bias"):
+    with pytest.raises(preflight.PreflightError, match=r"missing \d+: layer1.1.bn1.bias"):
         _check_pretrained(shallow, toy_coco)
     classifier = tmp_path / "mmcls.pth"
     state = torch.load(pretrained_files["rednet50_imagenet.pth"], weights_only=True)["state_dict"]
     torch.save({"state_dict": {"backbone." + k: v for k, v in state.items()}}, classifier)
-    with pytest.raises(benchmark.PreflightError, match="start with 'backbone.'.*convert_checkpoint.py imagenet"):
+    with pytest.raises(preflight.PreflightError, match="start with 'backbone.'.*convert_checkpoint.py imagenet"):
         _check_pretrained(classifier, toy_coco)
 
 
 def test_the_configs_own_pretrained_file_is_checked_too(pretrained_files, toy_coco):
     path = pretrained_files["resnet50.pth"]
-    args = benchmark.parse_args([*GROUP, "--configs", FPN, "--data", str(toy_coco), "--cfg-options",
+    args = launcher.parse_args([*GROUP, "--configs", FPN, "--data", str(toy_coco), "--cfg-options",
                                  "model.bbox_head.num_classes=3", f"model.backbone.init_cfg.checkpoint={path}"])
-    job = benchmark.select_jobs(args, toy=False)[0]
-    cfg = benchmark.load_config(job, toy_coco, args)
-    with pytest.raises(benchmark.PreflightError, match=f"{path} \\(for model.backbone of {FPN}\\) do not fit"):
-        benchmark.check_pretrained(cfg, args, "coco", job.name)
+    job = launcher.select_jobs(args, toy=False)[0]
+    cfg = launcher.load_config(job, toy_coco, args)
+    with pytest.raises(preflight.PreflightError, match=f"{path} \\(for model.backbone of {FPN}\\) do not fit"):
+        preflight.check_pretrained(cfg, args.pretrained, "coco", job.name)
 
 
 # ------------------------------------------------------------------ CKPT against the model
@@ -195,41 +193,60 @@ def test_checkpoint_of_the_other_config_is_refused(capsys, fpn_checkpoint, tmp_p
     assert "neck FPN" in err and f"its tensors fit {FPN} of this target" in err
 
 
+def test_ckpt_is_evaluated_with_the_config_of_its_run_folder(fpn_checkpoint, tmp_path, capsys, monkeypatch):
+    """CKPT next to a run's config.py: the evaluation folder gets that config (here with a setting the
+    group's config lacks), set to load the checkpoint, and scripts/test.py starts on it."""
+    from mmengine.config import Config
+
+    from involution_ops.bench import runconfig
+
+    path = _place(fpn_checkpoint, tmp_path, FPN)
+    args = launcher.parse_args([*GROUP, "--configs", FPN, "--cfg-options", "model.test_cfg.score_thr=0.123"])
+    job = launcher.select_jobs(args, toy=True)[0]
+    runconfig.place_in_run_dir(launcher.load_config(job, launcher.resolve_data(args)[0], args), path.parent)
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
+                        or subprocess.CompletedProcess(command, 0))
+    code, out, err = _main(capsys, "--ckpt", str(path), "--work-dir", str(tmp_path / "work_dirs"))
+    assert code == 0, err
+    (command,) = launched
+    assert command[1].endswith("test.py") and Path(command[2]).parent.name.endswith("-eval")
+    evaluated = Config.fromfile(command[2])
+    assert evaluated.model.test_cfg.score_thr == 0.123 and evaluated.load_from == str(path.resolve())
+    assert "init_cfg" not in evaluated.model.backbone
+    assert f"using the config it was trained with: {runconfig.relative(path.parent / 'config.py')}" in out
+
+
 def test_checkpoint_is_matched_by_content(capsys, fpn_checkpoint, tmp_path):
-    args = benchmark.parse_args([*GROUP])
-    data_root, _ = benchmark.resolve_data(args)
-    jobs = benchmark.select_jobs(args, toy=True)
-    configs = {job.name: benchmark.load_config(job, data_root, args) for job in jobs}
+    args = launcher.parse_args([*GROUP])
+    data_root, _ = launcher.resolve_data(args)
+    jobs = launcher.select_jobs(args, toy=True)
+    configs = {job.name: launcher.load_config(job, data_root, args) for job in jobs}
     placed = _place(fpn_checkpoint, tmp_path, FPN)
-    assert [j.name for j in benchmark.match_checkpoint(jobs, str(placed), configs)] == [FPN]
+    assert [j.name for j in preflight.match_checkpoint(jobs, str(placed), configs)] == [FPN]
     loose = tmp_path / "somewhere" / "weights.pth"  # no folder name and no experiment name: content decides
     loose.parent.mkdir()
     state = torch.load(fpn_checkpoint, weights_only=True)["state_dict"]
     torch.save({"state_dict": state}, loose)
-    assert [j.name for j in benchmark.match_checkpoint(jobs, str(loose), configs)] == [FPN]
+    assert [j.name for j in preflight.match_checkpoint(jobs, str(loose), configs)] == [FPN]
     del state["bbox_head.retina_cls.bias"]
     torch.save({"state_dict": state}, loose)
-    with pytest.raises(benchmark.PreflightError, match="missing 1: bbox_head.retina_cls.bias.*fits no config"):
-        benchmark.match_checkpoint(jobs, str(loose), configs)
+    with pytest.raises(preflight.PreflightError, match="missing 1: bbox_head.retina_cls.bias.*fits no config"):
+        preflight.match_checkpoint(jobs, str(loose), configs)
 
 
 def test_evaluation_refuses_a_model_the_checkpoint_does_not_fit(fpn_checkpoint):
-    """scripts/test.py checks the built model itself (used alone, without the pre-flight)."""
-    import importlib.util
-
+    """The evaluation process checks the built model itself (used alone, without the pre-flight)."""
     from involution_ops.bench import weight_checks
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
 
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "test.py")
-    evaluate = importlib.util.module_from_spec(spec)  # "test" would be Python's own test package
-    spec.loader.exec_module(evaluate)
     checkpoint = weight_checks.read_checkpoint(str(fpn_checkpoint), "checkpoint")
     init_default_scope("mmdet")
     for config, fits in (("retinanet_red50_fpn_toy.py", True), ("retinanet_red50_neck_fpn_toy.py", False)):
         cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / config))
-        problem = evaluate.checkpoint_problem(checkpoint, MODELS.build(cfg.model), config)
+        problem = session.checkpoint_problem(checkpoint, MODELS.build(cfg.model), config)
         assert (problem is None) == fits, problem
     # 3 backbone levels get an involution (7 tensors besides the BN counter) instead of a conv (2)
     assert f"checkpoint {fpn_checkpoint} does not fit" in problem and "mis-shaped" not in problem

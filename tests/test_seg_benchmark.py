@@ -18,17 +18,15 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 require.module("mmseg")
-import benchmark  # noqa: E402
-import make_toy_data  # noqa: E402
+from involution_ops.bench import launcher, preflight, toy_data  # noqa: E402
 
 CONFIG = "fpn_red50_neck_512x1024_80k_cityscapes"
 
 
 @pytest.fixture(scope="module")
 def toy_root() -> Path:
-    return make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "cityscapes", verbose=False)
+    return toy_data.ensure_toy_data(ROOT / "data" / "toy", "cityscapes", verbose=False)
 
 
 @pytest.fixture
@@ -41,7 +39,7 @@ def cityscapes_copy(toy_root, tmp_path) -> Path:
 
 def _preflight(monkeypatch, capsys, data: Path, *extra: str) -> str:
     monkeypatch.chdir(ROOT)
-    rc = benchmark.main(["cityscapes", "fpn", "--data", str(data), "--work-dir", str(data.parent / "wd"),
+    rc = launcher.main(["cityscapes", "fpn", "--data", str(data), "--work-dir", str(data.parent / "wd"),
                          "--runs-dir", str(data.parent / "runs"), *extra])
     err = capsys.readouterr().err
     assert rc == 2, err
@@ -51,15 +49,15 @@ def _preflight(monkeypatch, capsys, data: Path, *extra: str) -> str:
 
 def test_well_formed_data_passes_the_checks(cityscapes_copy, monkeypatch):
     monkeypatch.chdir(ROOT)
-    args = benchmark.parse_args(["cityscapes", "all", "--data", str(cityscapes_copy), "--baselines"])
-    jobs = benchmark.select_jobs(args, toy=False)
+    args = launcher.parse_args(["cityscapes", "all", "--data", str(cityscapes_copy), "--baselines"])
+    jobs = launcher.select_jobs(args, toy=False)
     assert [job.name for job in jobs] == [
         "fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes",
         "upernet_red50_512x1024_80k_cityscapes", "fpn_r50_512x1024_80k_cityscapes",
         "upernet_r50_512x1024_80k_cityscapes"]
     for job in jobs:
-        cfg = benchmark.load_config(job, cityscapes_copy, args)
-        benchmark.check_cityscapes(cfg)  # raises PreflightError on a problem
+        cfg = launcher.load_config(job, cityscapes_copy, args)
+        preflight.check_cityscapes(cfg)  # raises PreflightError on a problem
 
 
 def test_missing_image_folder(cityscapes_copy, monkeypatch, capsys):
@@ -183,7 +181,7 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
     assert [step for step, _ in record["loss_curve"]] == list(range(1, ITERS + 1))
     metrics = record["metrics"]
     assert {"mIoU", "mAcc", "aAcc", "per_class_IoU"} <= set(metrics)
-    assert set(metrics["per_class_IoU"]) <= set(make_toy_data.CITYSCAPES_CLASSES) and "road" in metrics["per_class_IoU"]
+    assert set(metrics["per_class_IoU"]) <= set(toy_data.CITYSCAPES_CLASSES) and "road" in metrics["per_class_IoU"]
 
 
 @pytest.mark.slow

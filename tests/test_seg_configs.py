@@ -4,7 +4,6 @@ mmengine's Runner on the built-in data (CPU), with SyncBN reverted to BN on one 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,11 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 require.module("mmseg")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-import make_toy_data  # noqa: E402
-import train  # noqa: E402
+from involution_ops.bench import runconfig, toy_data  # noqa: E402
 
 PAPER = ["fpn_red50", "fpn_red50_neck", "upernet_red50"]
 BASELINES = ["fpn_r50", "upernet_r50"]
@@ -110,7 +107,7 @@ def test_per_class_iou_metric_matches_a_hand_count():
 
 @pytest.fixture(scope="module")
 def toy_root():
-    return make_toy_data.ensure_toy_data(ROOT / "data" / "toy", "cityscapes", verbose=False)
+    return toy_data.ensure_toy_data(ROOT / "data" / "toy", "cityscapes", verbose=False)
 
 
 @pytest.mark.slow
@@ -119,7 +116,7 @@ def test_toy_variant_trains_and_infers_whole_images(model, toy_root, tmp_path):
     from mmengine.runner import Runner
 
     cfg = _toy(model)
-    train.set_data_root(cfg, str(toy_root))
+    runconfig.set_data_root(cfg, str(toy_root))
     cfg.work_dir = str(tmp_path)
     cfg.experiment_name = f"test_{model}"
     cfg.visualizer.name = f"test_{model}"
@@ -166,11 +163,11 @@ def test_full_config_data_pipeline_on_a_cityscapes_layout(toy_root):
 
     init_default_scope("mmseg")
     cfg = _full("fpn_red50")
-    train.set_data_root(cfg, str(toy_root))
+    runconfig.set_data_root(cfg, str(toy_root))
     train_set = DATASETS.build(cfg.train_dataloader.dataset)
     test_set = DATASETS.build(cfg.test_dataloader.dataset)
-    assert len(train_set) == make_toy_data.DEFAULTS["cityscapes"]["train"]
-    assert len(test_set) == make_toy_data.DEFAULTS["cityscapes"]["val"]
+    assert len(train_set) == toy_data.DEFAULTS["cityscapes"]["train"]
+    assert len(test_set) == toy_data.DEFAULTS["cityscapes"]["val"]
     assert len(train_set.metainfo["classes"]) == 19
     sample = train_set[0]
     assert tuple(sample["inputs"].shape) == (3, 512, 1024)

@@ -1,0 +1,315 @@
+"""Pre-flight checks: everything about data and weights that would stop a run, found before the
+first run starts, on the very config that run will train with (involution_ops.bench.runconfig).
+
+Every problem is one `PreflightError` whose message names the file and the fix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import data_checks, weight_checks
+from .io import REPO_ROOT as REPO
+from .runconfig import REMOTE_PREFIXES
+from .toy_data import CITYSCAPES_CLASSES
+
+CONVERT_HINT = ("download PaddleClas' RedNet-50 ImageNet weights "
+                "(https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/RedNet50_pretrained.pdparams) and "
+                "convert them once with `python scripts/convert_checkpoint.py paddleclas "
+                "RedNet50_pretrained.pdparams {path}`, or point PRETRAINED=/path/to/rednet50.pth at weights you have")
+
+
+class PreflightError(RuntimeError):
+    """A problem found before any training starts; the message names the path and the fix."""
+
+
+def _load_json(path: Path, cache: dict) -> dict:
+    if path not in cache:
+        if not path.is_file():
+            raise PreflightError(f"annotation file {path} not found. Fix: put the dataset's annotations there "
+                                 f"(COCO 2017: annotations_trainval2017.zip) or set DATA to the right root")
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise PreflightError(f"annotation file {path} is corrupt (not valid JSON: {error}). "
+                                 f"Fix: download and extract it again") from None
+        missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+        if missing:
+            raise PreflightError(f"annotation file {path} is corrupt: no {', '.join(missing)} list. "
+                                 f"Fix: download and extract it again")
+        cache[path] = data
+    return cache[path]
+
+
+def model_num_classes(model_cfg: Any) -> set[int]:
+    """Every num_classes of the model's heads (the RPN's single objectness class excluded)."""
+    found: set[int] = set()
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, dict):
+            if key != "rpn_head" and isinstance(node.get("num_classes"), int):
+                found.add(node["num_classes"])
+            for child_key, child in node.items():
+                walk(child, child_key)
+        elif isinstance(node, (list, tuple)):
+            for child in node:
+                walk(child, key)
+
+    walk(model_cfg)
+    return found
+
+
+def _dataset_cfgs(cfg: Any) -> list[tuple[str, dict]]:
+    found = []
+    for split in ("train", "val", "test"):
+        loader = cfg.get(f"{split}_dataloader")
+        dataset = loader.get("dataset") if loader else None
+        while dataset is not None and "dataset" in dataset:  # RepeatDataset and friends
+            dataset = dataset["dataset"]
+        if dataset is not None:
+            found.append((split, dataset))
+    return found
+
+
+def check_coco(cfg: Any, cache: dict) -> None:
+    heads = model_num_classes(cfg.model)
+    for split, dataset in _dataset_cfgs(cfg):
+        root = Path(dataset.get("data_root", ""))
+        ann_path = root / dataset["ann_file"]
+        data = _load_json(ann_path, cache)
+        image_dir = root / dataset.get("data_prefix", {}).get("img", "")
+        if not image_dir.is_dir():
+            raise PreflightError(f"image folder {image_dir} for {split} not found. Fix: extract the "
+                                 f"{split} images there (COCO 2017: {image_dir.name}.zip) or set DATA")
+        _check_coco_annotations(data, ann_path, cache)
+        key = ("images", image_dir, ann_path)
+        if key not in cache:
+            present = set(os.listdir(image_dir))
+            missing = [im["file_name"] for im in data["images"] if im["file_name"] not in present]
+            if missing:
+                raise PreflightError(f"{len(missing)} of {len(data['images'])} images listed in {ann_path} are "
+                                     f"missing from {image_dir} (e.g. {missing[0]}). Fix: extract the complete "
+                                     f"image archive there")
+            _check_images([image_dir / im["file_name"] for im in data["images"]], ann_path, split,
+                          f"extract the image archive again (COCO 2017: {image_dir.name}.zip), or remove those "
+                          f"images and their annotations from {ann_path.name}")
+            cache[key] = True
+        names = [c["name"] for c in data["categories"]]
+        wanted = (dataset.get("metainfo") or {}).get("classes")
+        if wanted:
+            unknown = [c for c in wanted if c not in names]
+            if unknown:
+                raise PreflightError(f"classes {unknown} of the config are not categories of {ann_path} "
+                                     f"({len(names)}: {', '.join(names[:8])}...). Fix: set metainfo.classes "
+                                     f"to names from the annotation file")
+        expected = len(wanted) if wanted else len(names)
+        bad = sorted(n for n in heads if n != expected)
+        if bad:
+            raise PreflightError(f"the model predicts {bad[0]} classes but {ann_path} has {expected} "
+                                 f"{'selected ' if wanted else ''}categories. Fix: set the heads' num_classes "
+                                 f"to {expected} (e.g. --cfg-options model.bbox_head.num_classes={expected}) "
+                                 f"or use the matching dataset")
+
+
+def _check_coco_annotations(data: dict, ann_path: Path, cache: dict) -> None:
+    key = ("annotations", ann_path)
+    if key in cache:
+        return
+    errors, warnings = data_checks.coco_annotation_problems(data, ann_path)
+    if errors:
+        raise PreflightError("\n       ".join(errors))
+    for warning in warnings:
+        print(f"  warning: {warning}", flush=True)
+    cache[key] = True
+
+
+# Seconds the pre-flight spends reading image bytes per file list; on slow storage the rest of a
+# training list is left to the load-time guard (involution_ops.bench.image_guard), which skips and counts.
+IMAGE_CHECK_BUDGET_S = {"train": 60.0, "val": 120.0, "test": 120.0}
+
+
+def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> None:
+    start = time.monotonic()
+    if len(paths) > 5000:
+        print(f"  reading the first and last bytes of {len(paths)} files of {listed_in} ...", flush=True)
+    bad, checked, total = data_checks.unreadable_images(paths, budget_s=IMAGE_CHECK_BUDGET_S.get(split, 60.0))
+    if bad:
+        shown = "; ".join(f"{path} {reason}" for path, reason in bad[:5])
+        more = f" ... ({len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise PreflightError(f"{len(bad)} of the {checked} images of {listed_in} read so far are unreadable: "
+                             f"{shown}{more}. Fix: {fix}")
+    if checked < total:
+        guard = ("the rest are checked as they load: an unreadable one is skipped with a warning and counted in "
+                 "the run record" if split == "train" else "an unreadable one among the rest stops the evaluation")
+        print(f"  note: read {checked} of {total} images of {listed_in} in {time.monotonic() - start:.0f} s; "
+              f"{guard}", flush=True)
+
+
+def check_cityscapes(cfg: Any) -> None:
+    heads = model_num_classes(cfg.model)
+    for split, dataset in _dataset_cfgs(cfg):
+        root = Path(dataset.get("data_root", ""))
+        prefix = dataset.get("data_prefix", {})
+        image_dir = root / prefix.get("img_path", "")
+        label_dir = root / prefix.get("seg_map_path", "")
+        img_suffix = dataset.get("img_suffix", "_leftImg8bit.png")
+        seg_suffix = dataset.get("seg_map_suffix", "_gtFine_labelTrainIds.png")
+        for folder, what in ((image_dir, "leftImg8bit images"), (label_dir, "gtFine labels")):
+            if not folder.is_dir():
+                raise PreflightError(f"{what} folder {folder} for {split} not found. Fix: extract "
+                                     f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip under DATA "
+                                     f"or set DATA to the Cityscapes root")
+        images = sorted(image_dir.rglob("*" + img_suffix))
+        if not images:
+            raise PreflightError(f"no *{img_suffix} images in {image_dir}. Fix: extract the Cityscapes images there")
+        missing = [p for p in images
+                   if not (label_dir / p.relative_to(image_dir)).with_name(p.name[:-len(img_suffix)] + seg_suffix).is_file()]
+        if missing:
+            hint = ("Fix: generate them with `python -m cityscapesscripts.preparation.createTrainIdLabelImgs` "
+                    "(CITYSCAPES_DATASET=DATA) or mmseg's tools/dataset_converters/cityscapes.py"
+                    if not any(label_dir.rglob("*" + seg_suffix)) else
+                    "Fix: extract the complete gtFine archive and regenerate the train-id labels")
+            raise PreflightError(f"{len(missing)} of {len(images)} images in {image_dir} have no *{seg_suffix} "
+                                 f"label in {label_dir} (e.g. for {missing[0].name}). {hint}")
+        labels = [(label_dir / p.relative_to(image_dir)).with_name(p.name[:-len(img_suffix)] + seg_suffix)
+                  for p in images]
+        _check_cityscapes_samples(images[:1], labels[:3], num_classes=len(_cityscapes_classes(cfg)))
+        _check_images(images + labels, image_dir, split,
+                      "extract leftImg8bit_trainvaltest.zip / gtFine_trainvaltest.zip again (and regenerate the "
+                      "train-id labels)")
+    classes = _cityscapes_classes(cfg)
+    expected = len(classes)
+    bad = sorted(n for n in heads if n != expected)
+    if bad:
+        raise PreflightError(f"the model predicts {bad[0]} classes but Cityscapes has {expected} train classes. "
+                             f"Fix: set decode_head.num_classes (and auxiliary_head) to {expected}")
+
+
+def _cityscapes_classes(cfg: Any) -> tuple:
+    """(SEG) The dataset's classes: metainfo.classes of the config, else Cityscapes' 19 train classes."""
+    classes = None
+    for _, dataset in _dataset_cfgs(cfg):
+        classes = (dataset.get("metainfo") or {}).get("classes") or classes
+    return tuple(classes) if classes else CITYSCAPES_CLASSES
+
+
+def _check_cityscapes_samples(images: list[Path], labels: list[Path], num_classes: int) -> None:
+    """(SEG) A few files open, and the labels hold train ids (0..num_classes-1 and 255), not raw label ids."""
+    import numpy as np
+    from PIL import Image
+
+    for path in images + labels:
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image)
+        except Exception as error:  # PIL raises several types for a truncated or foreign file
+            raise PreflightError(f"cannot read {path} ({error}). Fix: extract that archive again") from None
+        if path in labels:
+            values = set(np.unique(array).tolist()) - {255}
+            if array.ndim != 2 or max(values, default=0) >= num_classes:
+                raise PreflightError(
+                    f"{path} does not hold train ids (0-{num_classes - 1}, 255 = ignore): found "
+                    f"{'a colour image' if array.ndim != 2 else f'value {max(values)}'}. Fix: regenerate the "
+                    f"*_labelTrainIds.png files with `python -m cityscapesscripts.preparation.createTrainIdLabelImgs`")
+
+
+def _local_path(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+def read_weights(path: str, what: str, cache: dict) -> weight_checks.Checkpoint:
+    """A weights file loaded weights-only, once; any problem is a PreflightError naming it."""
+    key = ("weights", str(_local_path(path)))
+    if key not in cache:
+        try:
+            cache[key] = weight_checks.read_checkpoint(str(_local_path(path)), what)
+        except weight_checks.WeightsError as error:
+            raise PreflightError(str(error)) from None
+    return cache[key]
+
+
+def check_pretrained(cfg: Any, pretrained: str | None, dataset: str, job_name: str = "", cache: dict | None = None
+                     ) -> None:
+    """Every local Pretrained file the run will load, read and checked against its module."""
+    cache = {} if cache is None else cache
+    if not pretrained and dataset == "toy":
+        return  # toy variants train from scratch unless PRETRAINED is given
+    targets = weight_checks.pretrained_targets(cfg.model, pretrained)
+    paths = [pretrained] if pretrained else []
+    paths += [t.checkpoint for t in targets if t.checkpoint not in paths]
+    for path in paths:
+        if path.startswith(REMOTE_PREFIXES):
+            continue
+        full = _local_path(path)
+        if not full.is_file() or full.stat().st_size == 0:
+            raise PreflightError(f"pretrained backbone weights {path} not found. Fix: "
+                                 + CONVERT_HINT.format(path=path))
+    for target in targets:
+        if target.checkpoint.startswith(REMOTE_PREFIXES):
+            continue
+        checkpoint = read_weights(target.checkpoint, f"pretrained weights {target.checkpoint}", cache)
+        shapes_key = ("shapes", job_name, target.where)
+        if shapes_key not in cache:
+            cache[shapes_key] = weight_checks.build_shapes(target.module_cfg, cfg.get("default_scope", "mmdet"))
+        error, note = weight_checks.pretrained_problem(checkpoint, target, cache[shapes_key], job_name)
+        if error:
+            raise PreflightError(error)
+        if note:
+            print(f"  note: {note}", flush=True)
+
+
+def check_amp(amp: bool, slurm_partition: str | None = None) -> None:
+    if amp:
+        import torch
+
+        if not torch.cuda.is_available() and not slurm_partition:
+            raise PreflightError("AMP=1 needs a CUDA GPU (mixed precision through AmpOptimWrapper); "
+                                 "this machine has none. Fix: drop AMP=1 on a CPU")
+
+
+def _named_jobs(jobs: list[Any], path: Path, meta: dict) -> list[Any]:
+    """The configs a checkpoint's folder names, else its recorded experiment name."""
+    parts = set(path.resolve().parts)
+    hits = [job for job in jobs if job.name in parts or job.config.stem in parts]
+    if not hits:
+        experiment = str(meta.get("experiment_name", ""))
+        hits = [job for job in jobs if experiment.startswith((job.name + "_", job.config.stem + "_"))]
+    return hits
+
+
+def match_checkpoint(jobs: list[Any], ckpt: str, configs: dict[str, Any], cache: dict | None = None) -> list[Any]:
+    """The one config of the target whose model every tensor of the checkpoint fits.
+
+    The checkpoint's folder (or recorded experiment) must name that config when it names one, and
+    --configs may pick it; otherwise the content decides. ``configs``: job name -> loaded config."""
+    cache = {} if cache is None else cache
+    path = Path(ckpt)
+    if not path.is_file():
+        raise PreflightError(f"CKPT={ckpt}: no such checkpoint file. Fix: give the path of a .pth file "
+                             f"(e.g. work_dirs/<suite>/<config>/<timestamp>/iter_N.pth)")
+    checkpoint = read_weights(ckpt, f"CKPT={ckpt}", cache)
+    diffs = {}
+    for job in jobs:
+        cfg = configs[job.name]
+        shapes = weight_checks.build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
+        diffs[job.name] = weight_checks.fit_diff(checkpoint, shapes)
+    fits = [job for job in jobs if not diffs[job.name]]
+    named = jobs if len(jobs) == 1 else _named_jobs(jobs, path, checkpoint.meta)
+    if len(named) == 1 and named[0] in fits:
+        return named
+    where = ("it fits no config of this target. Fix: evaluate it with the target of the model it was "
+             "trained as (see its meta above), or with the options it was trained with (CFG_OPTIONS)")
+    if fits:
+        where = (f"its tensors fit {', '.join(j.name for j in fits)} of this target. Fix: keep it under "
+                 f"work_dirs/<suite>/<config name>/ of that config, or pick it with --configs")
+    if len(named) == 1:
+        raise PreflightError(weight_checks.fit_message(checkpoint, named[0].name, diffs[named[0].name]) + " " + where)
+    if len(fits) == 1:
+        return fits
+    closest = min(jobs, key=lambda job: diffs[job.name].count)
+    raise PreflightError(f"CKPT={ckpt} cannot be matched to exactly one config of this target "
+                         f"({', '.join(j.name for j in jobs)}): "
+                         + weight_checks.fit_message(checkpoint, closest.name, diffs[closest.name]) + " " + where)

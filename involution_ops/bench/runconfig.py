@@ -1,0 +1,248 @@
+"""The one place a run's config is built: the benchmark's settings applied to a model config.
+
+`build_run_config` turns a model config into the config a run trains with (data root,
+ImageNet RedNet init, seed, launcher, CPU distributed settings, AMP, batch plan, CFG_OPTIONS
+last) and stores the run's own facts under ``cfg.involution_run``. The launcher checks that
+very config, `place_in_run_dir` points it at the run folder and dumps it there as
+``config.py``; the training process (involution_ops.bench.session) loads that file and
+nothing else. `reload_run_config` reads such a file back for RESUME=1 and CKPT evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config_checks import ConfigOptionError, check_cfg_options
+from .io import REPO_ROOT
+
+RUN_KEY = "involution_run"  # the run's own facts inside its config (suite, name, dataset, ...)
+CONFIG_NAME = "config.py"
+GUARD_IMPORT = "involution_ops.bench.image_guard"
+REMOTE_PREFIXES = ("http://", "https://", "torchvision://", "open-mmlab://", "mmcls://", "s3://", "pavi://")
+
+
+class RunConfigError(ValueError):
+    """A config that cannot be built as asked; the message names the problem and the fix."""
+
+
+@dataclass
+class RunSpec:
+    """What the launcher asks of one run."""
+
+    suite: str
+    name: str  # official config stem: records, tables and work dirs use it
+    config: Path  # the model config file (the toy variant on toy data)
+    dataset: str  # toy | coco | cityscapes
+    data_root: Path
+    runs_dir: str = "results/runs"
+    launcher: str = "none"  # none | pytorch | slurm
+    device: str = "cpu"  # where the training processes run: cuda | cpu
+    world_size: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = False
+    pretrained: str | None = None
+    cfg_options: list[str] = field(default_factory=list)
+    batch: str | None = None  # batch compensation mode (see `apply_batch`); None: the default
+
+
+def relative(path: str | Path) -> str:
+    """A path as records show it: relative to the checkout when inside it."""
+    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
+
+
+def load_model_config(path: str | Path) -> Any:
+    from mmengine.config import Config
+
+    try:
+        return Config.fromfile(str(path))
+    except Exception as error:  # a config that does not parse or import stops the run before it starts
+        raise RunConfigError(f"config {relative(path)} does not load: {error}") from error
+
+
+def build_run_config(spec: RunSpec, warn: Callable[[str], None] = print) -> Any:
+    """The config a run of ``spec`` trains with; CFG_OPTIONS are checked, then applied last.
+
+    ``warn`` gets the CFG_OPTIONS warnings (keys mmengine adds that nothing may read)."""
+    cfg = load_model_config(spec.config)
+    set_data_root(cfg, str(spec.data_root))
+    if spec.pretrained and cfg.model.get("backbone", {}).get("type") == "RedNet":
+        # ImageNet *RedNet* weights only: the ResNet-50 baselines keep their own init (mmseg would
+        # otherwise get both `pretrained` and `init_cfg` and refuse to build)
+        cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=spec.pretrained)
+    cfg.randomness = dict(seed=spec.seed, deterministic=bool(spec.deterministic))
+    apply_launch(cfg, spec.launcher, spec.device)
+    if spec.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    apply_batch(cfg, spec)
+    apply_options(cfg, spec.cfg_options, spec.config, warn)
+    cfg[RUN_KEY] = run_facts(spec)
+    return cfg
+
+
+def reload_run_config(path: str | Path, spec: RunSpec, evaluate: bool, warn: Callable[[str], None] = print) -> Any:
+    """A run folder's config.py for RESUME=1 (``evaluate`` False) or CKPT evaluation.
+
+    The launch settings of this invocation replace the old ones (GPUS may differ); an evaluation
+    reads the data at this invocation's data root; this invocation's CFG_OPTIONS apply last."""
+    cfg = load_model_config(path)
+    facts = dict(cfg.get(RUN_KEY) or {})
+    if evaluate:
+        set_data_root(cfg, str(spec.data_root))
+    apply_launch(cfg, spec.launcher, spec.device)
+    apply_options(cfg, spec.cfg_options, Path(path), warn)
+    facts.update({k: v for k, v in run_facts(spec).items()
+                  if evaluate or k not in ("dataset", "data_root", "source_config")})
+    facts.setdefault("source_config", relative(path))
+    cfg[RUN_KEY] = facts
+    return cfg
+
+
+def run_facts(spec: RunSpec) -> dict[str, Any]:
+    return {"suite": spec.suite, "name": spec.name, "dataset": spec.dataset, "data_root": str(spec.data_root),
+            "source_config": relative(spec.config), "runs_dir": str(spec.runs_dir),
+            "world_size": spec.world_size, "device": spec.device}
+
+
+def apply_options(cfg: Any, options: list[str], source: Path, warn: Callable[[str], None]) -> None:
+    try:
+        warnings = check_cfg_options(cfg, options)
+    except ConfigOptionError as error:
+        raise RunConfigError(f"{error} (config {relative(source)})") from None
+    for warning in warnings:
+        warn(warning)
+    try:
+        merge_options(cfg, options)
+    except Exception as error:
+        raise RunConfigError(f"CFG_OPTIONS {' '.join(options)} do not apply: {error}") from error
+
+
+def merge_options(cfg: Any, options: list[str]) -> None:
+    """Merge ``key=value`` overrides (mmengine's --cfg-options syntax) into cfg."""
+    if not options:
+        return
+    from mmengine.config import DictAction
+
+    parsed = argparse.Namespace()
+    DictAction(option_strings=[], dest="cfg_options")(None, parsed, options)
+    cfg.merge_from_dict(parsed.cfg_options)
+
+
+def apply_launch(cfg: Any, launcher: str, device: str) -> None:
+    """The launcher, and what distributed processes on CPUs need: gloo, DDP without device ids,
+    BN for SyncBN (DDP refuses SyncBN modules off the GPU)."""
+    cfg.launcher = launcher
+    if launcher == "none" or device == "cuda":
+        return
+    cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+    if "runner_type" not in cfg:
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get("find_unused_parameters", False))
+    changed = sync_bn_to_bn(cfg.model)
+    if changed:
+        print(f"  no CUDA: SyncBN -> BN in {', '.join(changed)} (each process normalises over its own batch)",
+              flush=True)
+
+
+def sync_bn_to_bn(model_cfg: Any) -> list[str]:
+    """Turn every SyncBN norm_cfg into BN in place (SyncBN needs CUDA); the places changed."""
+    changed = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("SyncBN", "MMSyncBN"):
+                node["type"] = "BN"
+                changed.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, f"{path}.{index}")
+
+    walk(model_cfg, "model")
+    return sorted(set(changed))
+
+
+def apply_batch(cfg: Any, spec: RunSpec) -> None:
+    """Batch compensation for runs with fewer processes than the paper's (not wired yet: the
+    configs' per-process batch is used as it is)."""
+
+
+def place_in_run_dir(cfg: Any, run_dir: str | Path) -> Path:
+    """Point the config at its run folder and dump it there as config.py; the file's path.
+
+    The training pipeline's image loader becomes the guard that skips (and logs into the run
+    folder) an image that turned unreadable after the pre-flight; `custom_imports` brings the
+    guard into any process that loads the file."""
+    from .image_guard import guard_train_pipeline
+
+    run_dir = Path(run_dir).resolve()
+    cfg.work_dir = str(run_dir)
+    stem = Path(cfg[RUN_KEY].get("source_config", cfg[RUN_KEY]["name"])).stem
+    cfg.experiment_name = f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
+    if guard_train_pipeline(cfg, str(run_dir)):
+        imports = cfg.setdefault("custom_imports", dict(imports=[], allow_failed_imports=False))
+        if GUARD_IMPORT not in imports["imports"]:
+            imports["imports"] = [*imports["imports"], GUARD_IMPORT]
+    cfg[RUN_KEY]["run_dir"] = relative(run_dir)
+    path = run_dir / CONFIG_NAME
+    cfg.dump(str(path))
+    return path
+
+
+def prepare_evaluation(cfg: Any, checkpoint: str | Path) -> None:
+    """Evaluate ``checkpoint`` only: it holds every weight, so nothing initialises from ImageNet."""
+    cfg.load_from = str(Path(checkpoint).resolve())
+    cfg.resume = False
+    cfg.model.get("backbone", {}).pop("init_cfg", None)
+
+
+def _datasets(loader_cfg: Any):
+    """The dataset dicts of a dataloader config, looking through dataset wrappers."""
+    dataset = loader_cfg.get("dataset") if loader_cfg else None
+    while dataset is not None:
+        yield dataset
+        dataset = dataset.get("dataset") if "dataset" in dataset else None
+
+
+def set_data_root(cfg: Any, root: str) -> None:
+    """Point every dataloader and annotation-file evaluator at `root`."""
+    root = root.rstrip("/") + "/"
+    old_roots = set()
+    for split in ("train", "val", "test"):
+        for dataset in _datasets(cfg.get(f"{split}_dataloader")):
+            if "data_root" in dataset:
+                old_roots.add(dataset["data_root"])
+                dataset["data_root"] = root
+    for split in ("val", "test"):
+        evaluators = cfg.get(f"{split}_evaluator")
+        for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
+            if evaluator and isinstance(evaluator.get("ann_file"), str):
+                for old in old_roots:
+                    if evaluator["ann_file"].startswith(old):
+                        evaluator["ann_file"] = root + evaluator["ann_file"][len(old):]
+
+
+def backbone_init_checkpoints(model_cfg: Any) -> list[str]:
+    """Checkpoint paths of Pretrained init_cfgs anywhere in the model config."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            init = node.get("init_cfg")
+            for item in init if isinstance(init, list) else [init]:
+                if isinstance(item, dict) and item.get("type") == "Pretrained" and item.get("checkpoint"):
+                    found.append(item["checkpoint"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(model_cfg)
+    return found
