@@ -25,7 +25,8 @@ from .safe_load import load_pdparams, load_torch_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/convert_checkpoint.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="scripts/convert_checkpoint.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", choices=["imagenet", "paddleclas", "mmdet", "mmseg"], help="layout of the input file")
     parser.add_argument("src", help="input checkpoint")
     parser.add_argument("out", help="output .pth file")

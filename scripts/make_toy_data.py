@@ -12,10 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-# Re-exported for scripts/benchmark.py and the tests that still import this script by name.
-from involution_ops.bench.toy_data import CITYSCAPES_CLASSES, DEFAULTS, WRITERS, ensure_toy_data  # noqa: E402
-
-__all__ = ["CITYSCAPES_CLASSES", "DEFAULTS", "ensure_toy_data", "main"]
+from involution_ops.bench.toy_data import WRITERS, ensure_toy_data  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

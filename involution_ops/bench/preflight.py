@@ -189,7 +189,7 @@ def check_cityscapes(cfg: Any) -> None:
 
 
 def _cityscapes_classes(cfg: Any) -> tuple:
-    """(SEG) The dataset's classes: metainfo.classes of the config, else Cityscapes' 19 train classes."""
+    """The dataset's classes: metainfo.classes of the config, else Cityscapes' 19 train classes."""
     classes = None
     for _, dataset in _dataset_cfgs(cfg):
         classes = (dataset.get("metainfo") or {}).get("classes") or classes
@@ -197,7 +197,7 @@ def _cityscapes_classes(cfg: Any) -> tuple:
 
 
 def _check_cityscapes_samples(images: list[Path], labels: list[Path], num_classes: int) -> None:
-    """(SEG) A few files open, and the labels hold train ids (0..num_classes-1 and 255), not raw label ids."""
+    """Cityscapes: a few files open, and the labels hold train ids (0..num_classes-1 and 255), not raw label ids."""
     import numpy as np
     from PIL import Image
 
