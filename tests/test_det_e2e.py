@@ -85,6 +85,9 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
     assert record["iterations"] == 6 and record["resumed"] is True
     assert Path(ROOT / record["work_dir"]).resolve() == run_dir.resolve()
     assert (run_dir / "iter_6.pth").is_file()
+    # it trained with the config.py of its run folder, which holds the command's CFG_OPTIONS
+    assert record["run_config"] == os.path.relpath(run_dir / "config.py", ROOT)
+    assert "max_iters=6" in (run_dir / "config.py").read_text()
     steps = [step for step, _ in record["loss_curve"]]
     assert steps == sorted(set(steps)) and steps[-1] == 6 and steps[0] == 1
 
@@ -120,11 +123,15 @@ def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
     bad = data / "train2017" / images[0]["file_name"]  # dataset index 0 of the two kept below
     bad.write_bytes(bad.read_bytes()[:700])
     args = launcher.parse_args(["coco", "retinanet", "--runs-dir", str(tmp_path / "runs"), "--cfg-options",
-                                "train_cfg.max_iters=2", "train_dataloader.dataset.indices=2", *TINY[:2],
+                                "train_cfg.max_iters=3", "train_dataloader.dataset.indices=2", *TINY[:2],
                                 "test_dataloader.dataset.indices=1", "default_hooks.logger.interval=1"])
     job = launcher.select_jobs(args, toy=True)[0]
     cfg = launcher.load_config(job, data, args, dataset="toy")
     config = runconfig.place_in_run_dir(cfg, launcher.new_run_dir(tmp_path / "work"))
+    # the process trains with the file, not with what the launcher built: an edit of the file shows
+    text = config.read_text()
+    assert text.count("max_iters=3") == 1
+    config.write_text(text.replace("max_iters=3", "max_iters=2"))
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), str(config)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -133,3 +140,5 @@ def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert record["iterations"] == 2 and record["skipped_images"] >= 1
     assert record["skipped_image_files"] == [str(bad)]
+    assert record["run_config"] == os.path.relpath(config, ROOT) and record["work_dir"] == os.path.relpath(
+        config.parent, ROOT)
