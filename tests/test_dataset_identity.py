@@ -77,6 +77,14 @@ def test_cityscapes_identity_counts_and_hashes_the_file_list(tmp_path):
     identity = identify(cfg, "cityscapes", "cityscapes")
     assert identity["split"] == "val" and identity["images_listed"] == 3
     assert identity["file_list_sha256"] == hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    elsewhere = tmp_path / "mounted"  # a split folder that is a symlink keeps the config's split name
+    (tmp_path / "leftImg8bit").rename(elsewhere)
+    (tmp_path / "leftImg8bit").mkdir()
+    (tmp_path / "leftImg8bit" / "val").symlink_to(elsewhere / "val")
+    moved = identify(cfg, "cityscapes", "cityscapes")
+    assert moved["image_dir"] == str((elsewhere / "val").resolve())
+    assert {**moved, "image_dir": identity["image_dir"]} == identity
+    split = elsewhere / "val"
     (split / "lindau" / "lindau_000001_000019_leftImg8bit.png").unlink()
     assert identify(cfg, "cityscapes", "cityscapes")["file_list_sha256"] != identity["file_list_sha256"]
 

@@ -68,7 +68,8 @@ def _cityscapes_identity(dataset: dict) -> dict:
     suffix = dataset.get("img_suffix", CITYSCAPES_SUFFIX)
     files = sorted(path.relative_to(image_dir).as_posix() for path in image_dir.rglob(f"*{suffix}"))
     listing = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()
-    return {"kind": "cityscapes_files", "split": image_dir.resolve().name, "image_dir": str(image_dir.resolve()),
+    # the split as the config names it (leftImg8bit/val), not where a symlink leads
+    return {"kind": "cityscapes_files", "split": image_dir.name or image_dir.resolve().name, "image_dir": str(image_dir.resolve()),
             "images_listed": len(files), "file_list_sha256": listing}
 
 
