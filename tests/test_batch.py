@@ -77,9 +77,24 @@ def test_scale_lr_writes_the_scaled_lr_into_the_config(configs):
     apply_batch_plan(cfg, plan)
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(config_lr / 4)
     assert "accumulative_counts" not in cfg.optim_wrapper and cfg.auto_scale_lr.enable is False
+    original = configs[COCO]
+    assert cfg.param_scheduler[0].end == 4 * original.param_scheduler[0].end  # warm-up: same images seen
+    assert cfg.train_cfg.max_epochs == original.train_cfg.max_epochs
     dumped = Config.fromstring(cfg.pretty_text, ".py")
     assert dumped.optim_wrapper.optimizer.lr == pytest.approx(config_lr / 4)
     assert plan.as_record()["matches_paper"] is False
+
+
+def test_scale_lr_keeps_the_epochs_of_an_iteration_schedule(configs):
+    cfg = fresh(configs, CITYSCAPES)
+    original = configs[CITYSCAPES]
+    plan = plan_batch(cfg, world_size=3, mode="scale_lr", dataset="cityscapes")  # 6 images per iteration
+    apply_batch_plan(cfg, plan)
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(original.optim_wrapper.optimizer.lr * 6 / 8)
+    images_seen = original.train_cfg.max_iters * 8
+    assert cfg.train_cfg.max_iters * 6 == pytest.approx(images_seen, abs=6)
+    assert cfg.param_scheduler[0].end == cfg.train_cfg.max_iters
+    assert "iterations x1.33333" in plan.describe()
 
 
 def test_none_toy_and_paper_count_leave_the_config_alone(configs):

@@ -11,8 +11,10 @@ chooses one mode:
   by-iteration scheduler begin/end such as warm-up and poly decay) is multiplied by the
   accumulation to keep the paper's number of optimizer steps. BatchNorm statistics still
   come from each process's own images (SyncBN across GPUs), not from the paper's batch.
-- "scale_lr": one step per iteration at the smaller batch, lr scaled linearly
-  (lr * total / paper), written into the config itself.
+- "scale_lr": one step per iteration at the run's batch, lr scaled linearly
+  (lr * total / paper), written into the config itself; iteration counts are scaled by
+  paper / total, as the linear scaling rule keeps the number of epochs (an iteration-based
+  80k schedule would otherwise see a fraction of the paper's images).
 - "none": trains as configured; the record and tables flag the other total batch.
 
 Toy data gets no compensation (short smoke-test schedules).
@@ -35,6 +37,7 @@ class BatchPlan:
     total_batch: int          # processes x images_per_process, per iteration
     paper_batch: int          # auto_scale_lr.base_batch_size
     accumulation: int         # iterations summed per optimizer step (1 = none)
+    iteration_scale: float    # factor applied to every iteration count of the config
     lr: float                 # the lr the run trains with
     config_lr: float          # the config's lr (the paper's)
     note: str
@@ -55,7 +58,8 @@ class BatchPlan:
         first = (f"batch: {self.processes} process(es) x {self.images_per_process} image(s) = {self.total_batch}"
                  f"{f', accumulation {self.accumulation} -> {self.effective_batch}' if self.accumulation > 1 else ''}"
                  f" per step (paper {self.paper_batch}); lr {self.lr:g}"
-                 f"{f' (config {self.config_lr:g})' if self.lr != self.config_lr else ''}; mode {self.mode}")
+                 f"{f' (config {self.config_lr:g})' if self.lr != self.config_lr else ''}"
+                 f"{f'; iterations x{self.iteration_scale:g}' if self.iteration_scale != 1 else ''}; mode {self.mode}")
         return f"{first}\n  {self.note}" if self.note else first
 
 
@@ -86,7 +90,7 @@ def plan_batch(cfg: Any, world_size: int, mode: str, dataset: str) -> BatchPlan:
     paper, lr = _paper_batch(cfg), _config_lr(cfg)
     total = world_size * images
     plan = dict(processes=world_size, images_per_process=images, total_batch=total, paper_batch=paper,
-                accumulation=1, lr=lr, config_lr=lr)
+                accumulation=1, iteration_scale=1.0, lr=lr, config_lr=lr)
     if dataset == "toy":
         return BatchPlan(mode="none", note="toy data: no batch compensation (smoke test, not the paper's recipe)",
                          **plan)
@@ -97,8 +101,10 @@ def plan_batch(cfg: Any, world_size: int, mode: str, dataset: str) -> BatchPlan:
                                            "with the paper's lr, as configured (BATCH=none)", **plan)
     if mode == "scale_lr":
         plan["lr"] = lr * total / paper
+        plan["iteration_scale"] = paper / total
         return BatchPlan(mode="scale_lr", note=f"total batch {total} (paper {paper}): lr scaled linearly "
-                                               f"{lr:g} x {total}/{paper}", **plan)
+                                               f"{lr:g} x {total}/{paper}, iteration counts x {paper}/{total} "
+                                               "(the paper's number of epochs)", **plan)
     if total > paper:
         raise ValueError(f"{world_size} process(es) x {images} image(s) = {total} exceeds the paper's total batch "
                          f"{paper}: accumulation cannot shrink it. Fix: BATCH=scale_lr (linear lr scaling) or "
@@ -108,38 +114,43 @@ def plan_batch(cfg: Any, world_size: int, mode: str, dataset: str) -> BatchPlan:
                          f"{images} image(s) = {total}, so gradient accumulation cannot reach it. Fix: "
                          f"BATCH=scale_lr, or a process count dividing {paper // images}")
     plan["accumulation"] = paper // total
+    plan["iteration_scale"] = float(paper // total)
     return BatchPlan(mode="accumulate",
                      note=f"gradient accumulation x{paper // total}: the paper's effective batch and lr, "
                           "iteration counts (schedule, warm-up, intervals) multiplied to keep its optimizer steps; "
                           f"BatchNorm statistics still come from {images} image(s) per process", **plan)
 
 
-def _scale_iterations(cfg: Any, factor: int) -> None:
-    """Multiply every count of iterations (micro-batches) by `factor`."""
+def _scale_iterations(cfg: Any, factor: float) -> None:
+    """Multiply every count of iterations by `factor` (rounded; epochs are left alone)."""
+
+    def scaled(value: int) -> int:
+        return max(1, round(value * factor)) if value else 0
+
     train_cfg = cfg.get("train_cfg") or {}
-    iteration_loop = "max_iters" in train_cfg
-    if iteration_loop:
-        train_cfg["max_iters"] *= factor
-        if "val_interval" in train_cfg:
-            train_cfg["val_interval"] *= factor
+    if "max_iters" in train_cfg:  # an iteration-based loop: its val_interval counts iterations too
+        for key in ("max_iters", "val_interval"):
+            if isinstance(train_cfg.get(key), int):
+                train_cfg[key] = scaled(train_cfg[key])
     schedulers = cfg.get("param_scheduler") or []
     for scheduler in [schedulers] if isinstance(schedulers, dict) else schedulers:
         if scheduler.get("by_epoch", True) is False:
             for key in ("begin", "end", "T_max", "step_size"):
                 if isinstance(scheduler.get(key), int):
-                    scheduler[key] *= factor
+                    scheduler[key] = scaled(scheduler[key])
             if isinstance(scheduler.get("milestones"), list):
-                scheduler["milestones"] = [step * factor for step in scheduler["milestones"]]
+                scheduler["milestones"] = [scaled(step) for step in scheduler["milestones"]]
     checkpoint = (cfg.get("default_hooks") or {}).get("checkpoint")
     if checkpoint and checkpoint.get("by_epoch", True) is False and isinstance(checkpoint.get("interval"), int):
-        checkpoint["interval"] *= factor
+        checkpoint["interval"] = scaled(checkpoint["interval"])
 
 
 def apply_batch_plan(cfg: Any, plan: BatchPlan) -> None:
     """Write the plan into the mmengine Config, so the dumped config is the one trained."""
     if plan.accumulation > 1:
         cfg.optim_wrapper["accumulative_counts"] = plan.accumulation
-        _scale_iterations(cfg, plan.accumulation)
+    if plan.iteration_scale != 1:
+        _scale_iterations(cfg, plan.iteration_scale)
     if plan.lr != plan.config_lr:
         cfg.optim_wrapper.optimizer["lr"] = plan.lr
     if cfg.get("auto_scale_lr") is not None:
