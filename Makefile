@@ -28,7 +28,7 @@ RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(call yes,$(RESUME)),--resume) \
 	$(if $(call yes,$(BASELINES)),--baselines) \
 	$(if $(BATCH),--batch $(BATCH)) \
-	$(if $(CONFIGS),--configs '$(CONFIGS)') \
+	$(if $(CONFIGS),--configs $(CONFIGS)) \
 	$(if $(CFG_OPTIONS),--cfg-options $(CFG_OPTIONS))
 
 BENCH := $(PY) scripts/benchmark.py
