@@ -368,3 +368,40 @@ def test_resume_plan_leaves_out_finished_runs(tmp_path):
     (killed / "last_checkpoint").unlink()
     with pytest.raises(preflight.PreflightError, match="holds no run with a checkpoint"):
         launcher.plan_resume(jobs, args)
+
+
+# ------------------------------------------------------------------ BATCH: the paper's total batch
+
+def test_batch_plan_is_in_the_run_config_and_the_banner(toy_coco, tmp_path, capsys, monkeypatch):
+    """Real data (a COCO layout given as DATA) on fewer processes than the paper: the plan is written
+    into the config the run trains with, recorded in its run facts and stated before training."""
+    from mmengine.config import Config
+
+    name = "retinanet_red50_fpn_1x_coco"
+    paper = Config.fromfile(str(ROOT / "det_configs" / f"{name}.py"))
+    base = ["coco", "retinanet", "--configs", name, "--data", str(toy_coco), "--work-dir", str(tmp_path),
+            "--runs-dir", str(tmp_path / "runs")]
+    options = ["--cfg-options", "model.bbox_head.num_classes=3", "model.backbone.init_cfg=None"]
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
+                        or subprocess.CompletedProcess(command, 0))
+    assert launcher.main([*base, *options]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    cfg = Config.fromfile(launched[0][2])
+    per_process = paper.train_dataloader.batch_size
+    accumulation = paper.auto_scale_lr.base_batch_size // per_process  # one process
+    assert cfg.optim_wrapper.accumulative_counts == accumulation
+    assert cfg.optim_wrapper.optimizer.lr == paper.optim_wrapper.optimizer.lr
+    assert cfg.involution_run.batch["mode"] == "accumulate" and cfg.involution_run.batch["matches_paper"]
+    assert f"accumulation {accumulation} -> {paper.auto_scale_lr.base_batch_size}" in out
+
+    args = launcher.parse_args([*base, "--gpus", "2", "--batch", "scale_lr", *options])
+    job = launcher.select_jobs(args, toy=False)[0]
+    cfg = launcher.load_config(job, toy_coco, args, device="cpu")
+    assert "accumulative_counts" not in cfg.optim_wrapper
+    total = 2 * per_process
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(
+        paper.optim_wrapper.optimizer.lr * total / paper.auto_scale_lr.base_batch_size)
+    args = launcher.parse_args([*base, "--gpus", "3", *options])  # 6 images never add up to 16
+    with pytest.raises(preflight.PreflightError, match="BATCH=accumulate: .*not a multiple"):
+        launcher.load_config(job, toy_coco, args, device="cpu")

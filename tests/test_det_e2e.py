@@ -50,6 +50,8 @@ def test_two_process_gloo_run(tmp_path):
     assert record["world_size"] == 2 and record["iterations"] == 2
     assert record["dataset"] == "toy" and record["name"] == CONFIG
     assert "bbox_AP" in record["metrics"]
+    assert record["batch"]["mode"] == "none" and record["batch"]["processes"] == 2  # toy: no compensation
+    assert record["dataset_identity"]["kind"] == "toy" and record["dataset_identity"]["images_evaluated"] == 4
 
 
 @pytest.fixture(scope="module")

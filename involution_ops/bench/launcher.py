@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from . import zoo
+from .batch import DEFAULT_MODE, MODES
 from .io import REPO_ROOT as REPO
 from .io import banner
 from .preflight import (CONVERT_HINT, PreflightError, _local_path, check_amp, check_cityscapes, check_coco,
                         check_pretrained, match_checkpoint, read_weights)
-from .runconfig import (CONFIG_NAME, RUN_KEY, RunConfigError, RunSpec, build_run_config, place_in_run_dir,
-                        prepare_evaluation, relative, reload_run_config)
+from .runconfig import (CONFIG_NAME, RUN_KEY, RunConfigError, RunSpec, batch_plan, build_run_config,
+                        place_in_run_dir, prepare_evaluation, relative, reload_run_config)
 from .toy_data import ensure_toy_data
 
 SCRIPTS = REPO / "scripts"
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None, manifest: zoo.Zoo | None = None) -> argpa
     parser.add_argument("--amp", action="store_true", help="mixed precision (needs a GPU)")
     parser.add_argument("--resume", action="store_true", help="continue the newest run of each config")
     parser.add_argument("--baselines", action="store_true", help="also run the ResNet-50 baselines")
+    parser.add_argument("--batch", choices=MODES, default=DEFAULT_MODE,
+                        help="real data on fewer processes than the paper: reach its total batch by gradient "
+                             "accumulation (default), scale the lr linearly (scale_lr), or neither (none)")
     parser.add_argument("--configs", nargs="+", metavar="NAME",
                         help="run only these configs of the group (official names, e.g. retinanet_red50_fpn_1x_coco)")
     parser.add_argument("--runs-dir", default="results/runs", help=argparse.SUPPRESS)
@@ -136,7 +140,7 @@ def run_spec(job: Job, data_root: Path, args: argparse.Namespace, dataset: str |
                    data_root=Path(data_root), runs_dir=args.runs_dir, launcher=launcher,
                    device=device or planned_device(args), world_size=args.gpus * args.nnodes, seed=args.seed,
                    deterministic=args.deterministic, amp=args.amp, pretrained=args.pretrained,
-                   cfg_options=list(args.cfg_options))
+                   cfg_options=list(args.cfg_options), batch=args.batch)
 
 
 def _warner(warned: set | None):
@@ -186,6 +190,8 @@ def evaluation_config(job: Job, cfg: Any, data_root: Path, args: argparse.Namesp
             print(f"  using the config it was trained with: {relative(saved)}", flush=True)
         else:
             cfg = load_config(job, data_root, args, warned, dataset, device)
+    if not (saved.is_file() and cfg[RUN_KEY].get("name") == job.name):
+        cfg[RUN_KEY].pop("batch", None)  # planned for this invocation, not how the checkpoint was trained
     prepare_evaluation(cfg, args.ckpt)
     return cfg
 
@@ -364,6 +370,9 @@ def preflight(args: argparse.Namespace) -> tuple[list[Job], dict[str, Any], str,
         if not args.ckpt:
             check_pretrained(cfg, args.pretrained, dataset, job.name, cache)
         print(f"  ok  {job.name}  ({relative(job.config)})", flush=True)
+        plan = None if args.ckpt else batch_plan(cfg)
+        if plan is not None:
+            print("      " + plan.describe().replace("\n", "\n      "), flush=True)
     return jobs, configs, dataset, partition_gpus
 
 

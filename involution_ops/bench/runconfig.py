@@ -1,8 +1,8 @@
 """The one place a run's config is built: the benchmark's settings applied to a model config.
 
 `build_run_config` turns a model config into the config a run trains with (data root,
-ImageNet RedNet init, seed, launcher, CPU distributed settings, AMP, batch plan, CFG_OPTIONS
-last) and stores the run's own facts under ``cfg.involution_run``. The launcher checks that
+ImageNet RedNet init, seed, launcher, CPU distributed settings, AMP, CFG_OPTIONS, then the
+batch plan) and stores the run's own facts under ``cfg.involution_run``. The launcher checks that
 very config, `place_in_run_dir` points it at the run folder and dumps it there as
 ``config.py``; the training process (involution_ops.bench.session) loads that file and
 nothing else. `reload_run_config` reads such a file back for RESUME=1 and CKPT evaluation.
@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from .batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
 from .config_checks import ConfigOptionError, check_cfg_options
 from .io import REPO_ROOT
 
@@ -47,7 +48,7 @@ class RunSpec:
     amp: bool = False
     pretrained: str | None = None
     cfg_options: list[str] = field(default_factory=list)
-    batch: str | None = None  # batch compensation mode (see `apply_batch`); None: the default
+    batch: str = DEFAULT_MODE  # how a run on fewer processes reaches the paper's total batch (bench.batch)
 
 
 def relative(path: str | Path) -> str:
@@ -79,9 +80,9 @@ def build_run_config(spec: RunSpec, warn: Callable[[str], None] = print) -> Any:
     if spec.amp:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
-    apply_batch(cfg, spec)
     apply_options(cfg, spec.cfg_options, spec.config, warn)
-    cfg[RUN_KEY] = run_facts(spec)
+    plan = apply_batch(cfg, spec)
+    cfg[RUN_KEY] = {**run_facts(spec), "batch": plan.as_record()}
     return cfg
 
 
@@ -168,9 +169,24 @@ def sync_bn_to_bn(model_cfg: Any) -> list[str]:
     return sorted(set(changed))
 
 
-def apply_batch(cfg: Any, spec: RunSpec) -> None:
-    """Batch compensation for runs with fewer processes than the paper's (not wired yet: the
-    configs' per-process batch is used as it is)."""
+def apply_batch(cfg: Any, spec: RunSpec) -> BatchPlan:
+    """The paper's total batch on this run's processes (involution_ops.bench.batch), written into
+    the config. Planned after CFG_OPTIONS, so that it sees the batch size and lr the run uses;
+    iteration counts given there are scaled with the config's (they count the paper's steps)."""
+    try:
+        plan = plan_batch(cfg, spec.world_size, spec.batch, spec.dataset)
+    except ValueError as error:
+        raise RunConfigError(f"BATCH={spec.batch}: {error} (config {relative(spec.config)})") from None
+    apply_batch_plan(cfg, plan)
+    return plan
+
+
+def batch_plan(cfg: Any) -> BatchPlan | None:
+    """The batch plan a run's config was built with, or None (a config from before batch plans)."""
+    record = (cfg.get(RUN_KEY) or {}).get("batch")
+    if not isinstance(record, dict):
+        return None
+    return BatchPlan(**{item.name: record[item.name] for item in fields(BatchPlan)})
 
 
 def place_in_run_dir(cfg: Any, run_dir: str | Path) -> Path:

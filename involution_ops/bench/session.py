@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import records
+from . import dataset_identity, records
 from .runconfig import RUN_KEY, load_model_config, relative
 
 
@@ -115,7 +115,21 @@ def base_record(cfg: Any, runner: Any) -> dict[str, Any]:
         "git_commit": records.git_commit(),
         "versions": records.versions(),
         "hardware": records.hardware(),
+        **({"batch": facts["batch"]} if facts.get("batch") else {}),
+        "dataset_identity": evaluated_data(cfg, runner),
     }
+
+
+def evaluated_data(cfg: Any, runner: Any) -> dict[str, Any] | None:
+    """Which data the run evaluated (dataset_identity), after runner.test(); None if it cannot tell."""
+    facts = cfg[RUN_KEY]
+    try:
+        identity = dataset_identity.identify(cfg, facts["suite"], facts["dataset"])
+        identity["images_evaluated"] = dataset_identity.images_evaluated(runner)
+    except (OSError, ValueError) as error:
+        print(f"[record] warning: the evaluated data cannot be identified: {error}", flush=True)
+        return None
+    return identity
 
 
 def skipped_images_record(run_dir: str) -> dict[str, Any]:
