@@ -116,6 +116,10 @@ def test_a_model_added_to_the_manifest_reaches_jobs_flops_and_tables(tmp_path, o
     jobs = manifest.jobs("coco", "retinanet")
     assert [job.name for job in jobs] == ["retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco", NEW]
     assert jobs[-1].config_for(toy=True) == configs["toy_config"]
+    from involution_ops.bench import launcher
+
+    selected = launcher.select_jobs(launcher.parse_args(["coco", "retinanet"], manifest), toy=True, manifest=manifest)
+    assert [(job.name, job.config) for job in selected][-1] == (NEW, configs["toy_config"])
 
     # make flops
     out, table = tmp_path / "complexity.json", tmp_path / "complexity.md"
@@ -131,7 +135,9 @@ def test_a_model_added_to_the_manifest_reaches_jobs_flops_and_tables(tmp_path, o
     # make tables, from that complexity file and a run record of the new model
     runs = tmp_path / "runs"
     runs.mkdir()
-    record = {"schema": 1, "name": NEW, "suite": "coco", "dataset": "coco", "metrics": {"bbox_AP": 31.3}}
+    full_split = {"suite": "coco", "split": "val2017", "images_listed": 5000, "images_evaluated": 5000}
+    record = {"schema": 1, "name": NEW, "suite": "coco", "dataset": "coco", "metrics": {"bbox_AP": 31.3},
+              "dataset_identity": full_split}  # only a run on the full official split reaches the paper's columns
     (runs / f"{NEW}__coco__20260110-100000.json").write_text(json.dumps(record))
     tables.make_tables(runs, out, manifest.path, tmp_path / "README.md", None)
     readme = (tmp_path / "README.md").read_text()

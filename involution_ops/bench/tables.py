@@ -1,6 +1,6 @@
 """results/README.md: our runs and complexity figures beside the paper's (`make tables`).
 
-Inputs: run records (results/runs/*.json, schema 1: see scripts/run_record.py), the
+Inputs: run records (results/runs/*.json, schema 1: see involution_ops/bench/records.py), the
 complexity rows of `make flops` and the manifest with the published numbers,
 results/paper.yaml. A real-data run reaches the paper's columns only when its record proves
 the full official evaluation split (`dataset_identity`, see dataset_identity.py); any other
