@@ -35,6 +35,11 @@ from .toy_data import ensure_toy_data
 
 SCRIPTS = REPO / "scripts"
 QUIET_WARNINGS = "ignore:pkg_resources is deprecated:UserWarning"
+EXAMPLES = """examples:
+  scripts/benchmark.py coco retinanet                  # built-in toy data if data/coco is absent
+  scripts/benchmark.py coco all --data /datasets/coco --gpus 8
+  scripts/benchmark.py cityscapes fpn --ckpt work_dirs/.../iter_80000.pth
+"""
 
 
 @dataclass
@@ -47,7 +52,8 @@ class Job:
 
 def parse_args(argv: list[str] | None, manifest: zoo.Zoo | None = None) -> argparse.Namespace:
     manifest = manifest or zoo.load()
-    parser = argparse.ArgumentParser(prog="scripts/benchmark.py",
+    parser = argparse.ArgumentParser(prog="scripts/benchmark.py", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Train and evaluate the paper's models of one suite.")
     parser.add_argument("suite", choices=list(zoo.TRAINED_SUITES))
     parser.add_argument("group", help="; ".join(f"{suite}: {' | '.join(manifest.groups(suite) + ['all'])}"
