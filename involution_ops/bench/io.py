@@ -1,10 +1,10 @@
-"""Small helpers shared by the benchmark modules: the repository root, one atomic
-text writer, one markdown table writer and one banner."""
+"""Small helpers shared by the benchmark modules: the repository root, the atomic text
+writers (one that replaces, one that never does), one markdown table writer and one banner."""
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +26,46 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def write_new(folder: Path, names: Iterable[str], text: str) -> Path:
+    """Write `text` under the first of `names` not taken in `folder`; never replaces a file.
+
+    The text goes to a temporary file in the folder first (flushed to disk), which then takes
+    its name in one step: a kill at any moment leaves no file or a whole one (at worst a stray
+    `.*.partial` file, which no reader globs)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".partial")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+        for name in names:
+            if _publish(temporary, folder / name):
+                return folder / name
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    raise FileExistsError(f"could not find a free name in {folder}")
+
+
+def _publish(temporary: str, path: Path) -> bool:
+    """Give the finished temporary file the name `path` unless that exists; False if it does."""
+    try:
+        os.link(temporary, path)  # atomic and exclusive: fails if `path` exists
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: check, then rename (atomic, not exclusive)
+        if path.exists():
+            return False
+        os.replace(temporary, path)
+        return True
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:

@@ -13,13 +13,12 @@ import os
 import platform
 import resource
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from involution_ops.complexity import count_params as _count_params
 
-from .io import REPO_ROOT
+from .io import REPO_ROOT, write_new
 
 SCHEMA = 1
 REPO = REPO_ROOT
@@ -165,50 +164,13 @@ def now_iso() -> str:
 def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results" / "runs") -> Path:
     """Write `<name>__<dataset>__<YYYYmmdd-HHMMSS>.json`; never replaces a file, never leaves half a record.
 
-    The text goes to a temporary file in the same folder first (flushed to disk), which then
-    takes the record's name in one step: a kill at any moment leaves either no record or a
-    whole one (at worst a stray `.*.partial` file, which no reader globs).
-    """
+    A name already taken moves the timestamp on by a second (io.write_new: a kill at any moment
+    leaves either no record or a whole one)."""
     for key in ("name", "suite", "dataset", "metrics"):
         if key not in record:
             raise ValueError(f"run record lacks {key!r}")
-    runs = Path(runs_dir)
-    runs.mkdir(parents=True, exist_ok=True)
     when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     text = json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=False) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=runs, prefix=f".{record['name']}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a record is an ordinary file
-        for _ in range(1000):
-            path = runs / f"{record['name']}__{record['dataset']}__{when:%Y%m%d-%H%M%S}.json"
-            if _publish(temporary, path):
-                return path
-            when += _dt.timedelta(seconds=1)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    raise FileExistsError(f"could not find a free record name in {runs}")
-
-
-def _publish(temporary: str, path: Path) -> bool:
-    """Give the finished temporary file the name `path` unless that exists; False if it does."""
-    try:
-        os.link(temporary, path)  # atomic and exclusive: fails if `path` exists
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # a file system without hard links: check, then rename (atomic, not exclusive)
-        if path.exists():
-            return False
-        os.replace(temporary, path)
-        return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    names = (f"{record['name']}__{record['dataset']}__{when + _dt.timedelta(seconds=step):%Y%m%d-%H%M%S}.json"
+             for step in range(1000))
+    return write_new(Path(runs_dir), names, text)
