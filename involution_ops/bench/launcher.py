@@ -30,7 +30,7 @@ from .io import banner
 from .preflight import (CONVERT_HINT, PreflightError, _local_path, check_amp, check_cityscapes, check_coco,
                         check_pretrained, match_checkpoint, read_weights)
 from .runconfig import (CONFIG_NAME, RUN_KEY, RunConfigError, RunSpec, batch_plan, build_run_config,
-                        place_in_run_dir, prepare_evaluation, relative, reload_run_config)
+                        load_model_config, place_in_run_dir, prepare_evaluation, relative, reload_run_config)
 from .toy_data import ensure_toy_data
 
 SCRIPTS = REPO / "scripts"
@@ -184,22 +184,28 @@ def evaluation_config(job: Job, cfg: Any, data_root: Path, args: argparse.Namesp
     from . import weight_checks
 
     saved = Path(args.ckpt).resolve().parent / CONFIG_NAME
-    if saved.is_file():
+    if saved.is_file() and _run_name(saved) == job.name:
         cfg = reload_config(saved, job, data_root, args, True, warned, dataset, device)
-        if RUN_KEY in cfg and cfg[RUN_KEY].get("name") == job.name:
-            checkpoint = read_weights(args.ckpt, f"CKPT={args.ckpt}", cache)
-            shapes = weight_checks.build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
-            diff = weight_checks.fit_diff(checkpoint, shapes)
-            if diff:
-                raise PreflightError(weight_checks.fit_message(checkpoint, relative(saved), diff)
-                                     + " Fix: keep the checkpoint next to the config.py it was trained with")
-            print(f"  using the config it was trained with: {relative(saved)}", flush=True)
-        else:
-            cfg = load_config(job, data_root, args, warned, dataset, device)
-    if not (saved.is_file() and cfg[RUN_KEY].get("name") == job.name):
+        checkpoint = read_weights(args.ckpt, f"CKPT={args.ckpt}", cache)
+        shapes = weight_checks.build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
+        diff = weight_checks.fit_diff(checkpoint, shapes)
+        if diff:
+            raise PreflightError(weight_checks.fit_message(checkpoint, relative(saved), diff)
+                                 + " Fix: keep the checkpoint next to the config.py it was trained with")
+        print(f"  using the config it was trained with: {relative(saved)}", flush=True)
+    else:
         cfg[RUN_KEY].pop("batch", None)  # planned for this invocation, not how the checkpoint was trained
     prepare_evaluation(cfg, args.ckpt)
     return cfg
+
+
+def _run_name(path: Path) -> str | None:
+    """The run name a config.py written by this launcher records, else None."""
+    try:
+        facts = load_model_config(path).get(RUN_KEY)
+    except RunConfigError:
+        return None
+    return facts.get("name") if isinstance(facts, dict) else None
 
 
 def latest_resumable(root: str | Path) -> Path | None:
