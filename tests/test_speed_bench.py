@@ -214,6 +214,8 @@ def test_markdown_table(tiny_result):
     res_train = statistics.median(SCRIPT["TinyRes"][6:]) * 1e3
     assert cells["keep"][4:7] == [f"{keep:.1f}", f"{res_train:.1f}", f"{keep / res_train:.2f}x"]
     assert cells["keep"][2] == "3x3x16x16"
+    peak = data["pairs"][0]["training"]["recompute"]["peak_ratio"]
+    assert f"- TinyRed training-step peak memory <= TinyRes's: {peak:.2f}x ({'met' if peak <= 1 else 'NOT met'})" in text
     with pytest.raises(ValueError, match="rerun `make bench`"):
         speed.render_markdown(dict(data, schema=99))
 
@@ -280,3 +282,20 @@ def test_command_line_quick_run_keeps_the_earlier_file(tmp_path, capsys):
     assert json.loads(kept.read_text()) == {"earlier": True}
     assert table.read_text() == speed.render_markdown(data)
     assert "Measured speed and memory" in capsys.readouterr().out
+
+
+def test_targets_are_reported_not_asserted():
+    def pair(model, baseline, forward_ratio, peak_ratio):
+        return {"model": model, "baseline": baseline, "inference": {"eager": {"ratio": forward_ratio}},
+                "training": {"recompute": {"peak_ratio": peak_ratio}}}
+
+    data = {"pairs": [pair("RedNet-50", "ResNet-50", 0.7, 1.2),
+                      pair("retinanet_red50_fpn_1x_coco", "retinanet_r50_fpn_1x_coco", 1.25, 0.9)]}
+    assert speed.target_lines(data) == [
+        "RedNet-50 forward <= 0.8x ResNet-50's: 0.70x (met)",
+        "RetinaNet RedNet-50 forward <= 0.95x RetinaNet ResNet-50's: 1.25x (NOT met)",
+        "RedNet-50 training-step peak memory <= ResNet-50's: 1.20x (NOT met)",
+        "retinanet_red50_fpn_1x_coco training-step peak memory <= retinanet_r50_fpn_1x_coco's: 0.90x (met)",
+    ]
+    data["pairs"][0]["inference"]["eager"] = {"error": "RuntimeError: x"}
+    assert speed.target_lines(data)[0] == "RedNet-50 forward <= 0.8x ResNet-50's: n/a (not measured)"
