@@ -282,6 +282,10 @@ def test_command_line_quick_run_keeps_the_earlier_file(tmp_path, capsys):
     assert json.loads(kept.read_text()) == {"earlier": True}
     assert table.read_text() == speed.render_markdown(data)
     assert "Measured speed and memory" in capsys.readouterr().out
+    assert speed.main(["--render", str(out)]) == 0
+    assert capsys.readouterr().out == speed.render_markdown(data)
+    with pytest.raises(SystemExit):
+        speed.main(["--render", str(kept)])  # not a results file: one error naming it
 
 
 def test_targets_are_reported_not_asserted():

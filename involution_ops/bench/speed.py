@@ -48,16 +48,18 @@ INFERENCE_OPTIONS = ("eager", "fuse_conv_bn", "channels_last", "compile")
 TRAINING_OPTIONS = ("recompute", "keep")  # the involution kernel map: regenerated in backward / kept
 SUITES = ("imagenet", "coco", "cityscapes")
 
-# (inference shape, training shape) per suite, batch first; --quick shrinks them.
+# (inference shape, training shape) per suite, batch first; --quick shrinks them. Inference at
+# batch 1 as mmdet's benchmark.py (ImageNet: 8); training at the papers' images per GPU (2 for
+# the detectors and segmentors; UPerNet's 1x1 pyramid pooling cannot train BN on one image).
 SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "imagenet": ((8, 3, 224, 224), (8, 3, 224, 224)),
-    "coco": ((1, 3, 800, 1333), (1, 3, 800, 1333)),
-    "cityscapes": ((1, 3, 1024, 2048), (1, 3, 512, 1024)),  # whole image / training crop
+    "coco": ((1, 3, 800, 1333), (2, 3, 800, 1333)),
+    "cityscapes": ((1, 3, 1024, 2048), (2, 3, 512, 1024)),  # whole image / training crop
 }
 QUICK_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "imagenet": ((2, 3, 32, 32), (2, 3, 32, 32)),
-    "coco": ((1, 3, 128, 160), (1, 3, 128, 160)),
-    "cityscapes": ((1, 3, 128, 256), (1, 3, 64, 128)),
+    "coco": ((1, 3, 128, 160), (2, 3, 128, 160)),
+    "cityscapes": ((1, 3, 128, 256), (2, 3, 64, 128)),
 }
 
 
@@ -744,7 +746,7 @@ def run(models: Sequence[PaperModel], device: str | torch.device = "cpu", repeat
         quick: bool = False, inference_options: Sequence[str] = INFERENCE_OPTIONS, train: bool = True,
         timer: Timer | None = None, log: Callable[[str], None] = print,
         builder: Callable[..., Subject] = build_subject,
-        on_pair: Callable[[dict], None] | None = None) -> dict:
+        on_pair: Callable[[dict], None] | None = None, train_batch: int | None = None) -> dict:
     """Measure every model with its baseline; the results as written to speed.json.
     `builder(name, config, suite, shapes, device)` makes each model (tests pass tiny ones);
     `on_pair(data so far)` is called after each pair (a long run saves its progress)."""
@@ -759,12 +761,15 @@ def run(models: Sequence[PaperModel], device: str | torch.device = "cpu", repeat
         "schema": SCHEMA,
         "machine": info,
         "settings": {"device": str(device), "repeats": repeats, "warmup": warmup, "quick": quick,
+                     "train_batch": train_batch,
                      "inference_options": list(inference_options), "train": train},
         "pairs": [],
     }
     baselines: dict[tuple[str, tuple], Subject] = {}
     for entry in models:
         shapes = QUICK_SHAPES[entry.suite] if quick else entry.shapes
+        if train_batch:
+            shapes = (shapes[0], (train_batch, *shapes[1][1:]))
         log(f"{entry.name} vs {entry.baseline}: inference {_shape(shapes[0])}, training {_shape(shapes[1])}, "
             f"{device}, {torch.get_num_threads()} threads, load {_loadavg()}")
         key = (entry.baseline_config, tuple(map(tuple, shapes)))
@@ -801,13 +806,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--options", nargs="+", default=list(INFERENCE_OPTIONS), choices=INFERENCE_OPTIONS,
                         help="inference options to measure")
     parser.add_argument("--no-train", action="store_true", help="inference only")
+    parser.add_argument("--train-batch", type=int, help="images per training step (default: 8 ImageNet, "
+                        "2 detectors and segmentors, the papers' per-GPU batch)")
     parser.add_argument("--quick", action="store_true", help="small shapes (a smoke test, not the paper's sizes)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, help="results file (default results/speed.json, with --quick "
                         "results/speed-quick.json); an earlier one is kept under <its folder>/<its stem>/<date>.json")
     parser.add_argument("--table", type=Path, help="also write the markdown table here")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument("--render", type=Path, metavar="SPEED_JSON",
+                        help="measure nothing: print (or with --table write) the table of an earlier results file")
     args = parser.parse_args(argv)
+    if args.render:
+        try:
+            table = render_markdown(args.render)
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--render {args.render}: {error}")
+        if args.table:
+            args.table.write_text(table, encoding="utf-8")
+        else:
+            print(table, end="")
+        return 0
     try:
         models = select(_paper_models(), args.models, args.suite)
     except ValueError as error:
@@ -832,8 +851,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress[0].parent.mkdir(parents=True, exist_ok=True)
         progress[0].write_text(json.dumps(dict(partial, in_progress=True), indent=1), encoding="utf-8")
 
+    if args.train_batch is not None and args.train_batch < 1:
+        parser.error(f"--train-batch {args.train_batch}: give at least 1")
     data = run(models, args.device, repeats, warmup, args.quick, args.options, not args.no_train,
-               on_pair=save_progress)
+               on_pair=save_progress, train_batch=args.train_batch)
     kept = save_results(data, out)
     for path in progress:
         path.unlink(missing_ok=True)
