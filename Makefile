@@ -88,8 +88,8 @@ toy-data: setup ## generate the built-in COCO and Cityscapes-layout toy datasets
 bench-op: setup ## operator speed and memory of each backend next to the unfold formula
 	$(PY) scripts/bench_op.py
 
-bench: setup ## every paper model vs its ResNet baseline: latency, images/s, train step, peak memory -> results/speed.json
-	$(PY) scripts/bench_speed.py $(BENCH_OPTS) --table results/speed.md
+bench: setup ## every paper model vs its ResNet baseline: latency, images/s, train step, peak memory -> results/speed.json, .md
+	$(PY) scripts/bench_speed.py $(BENCH_OPTS)
 
 bench-models: setup ## RetinaNet RedNet-50 vs ResNet-50 speed and memory at 800x1333
 	$(PY) scripts/bench_models.py

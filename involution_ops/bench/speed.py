@@ -812,7 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, help="results file (default results/speed.json, with --quick "
                         "results/speed-quick.json); an earlier one is kept under <its folder>/<its stem>/<date>.json")
-    parser.add_argument("--table", type=Path, help="also write the markdown table here")
+    parser.add_argument("--table", type=Path, help="where the markdown table goes (default: next to --out, .md); "
+                        "with --render: write it there instead of printing it")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--render", type=Path, metavar="SPEED_JSON",
                         help="measure nothing: print (or with --table write) the table of an earlier results file")
@@ -864,10 +865,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"WARNING: load average up to {busy} on {os.cpu_count()} cores: other jobs shared the CPU; "
               "the ratios (interleaved) mean more than the absolute times", file=sys.stderr)
     table = render_markdown(data)
-    if args.table:
-        args.table.parent.mkdir(parents=True, exist_ok=True)
-        args.table.write_text(table, encoding="utf-8")
-        print(f"wrote {args.table}")
+    table_path = args.table or out.with_suffix(".md")  # derived from the .json: --render remakes it
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(table, encoding="utf-8")
+    print(f"wrote {table_path}")
     print()
     print(table)
     return 0
