@@ -216,6 +216,11 @@ def test_markdown_table(tiny_result):
     assert cells["keep"][2] == "3x3x16x16"
     peak = data["pairs"][0]["training"]["recompute"]["peak_ratio"]
     assert f"- TinyRed training-step peak memory <= TinyRes's: {peak:.2f}x ({'met' if peak <= 1 else 'NOT met'})" in text
+    quiet = json.loads(json.dumps(data))
+    quiet["machine"].update(cores=2, load_start=[0.2, 0.3, 0.3], load_end=[1.4, 0.5, 0.4])
+    assert "under load" not in speed.render_markdown(quiet)
+    quiet["machine"]["load_end"] = [1.6, 0.5, 0.4]
+    assert "**Measured under load**" in speed.render_markdown(quiet)
     with pytest.raises(ValueError, match="rerun `make bench`"):
         speed.render_markdown(dict(data, schema=99))
 

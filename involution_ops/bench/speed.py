@@ -658,6 +658,15 @@ def machine_label(data: dict) -> str:
             f"torch {m['torch']}, {m['date']}, {load}")
 
 
+def under_load(data: dict) -> bool:
+    """A CPU run during which the 1-minute load average exceeded 3/4 of the cores."""
+    m = data["machine"]
+    if not str(m.get("device", "cpu")).startswith("cpu"):
+        return False
+    busy = max((m.get("load_start") or [0])[0], (m.get("load_end") or [0])[0])
+    return busy > 0.75 * (m.get("cores") or 1)
+
+
 def render_markdown(data: dict | Path) -> str:
     """The "Measured speed and memory" section of results/speed.json (a path or its data)."""
     if not isinstance(data, dict):
@@ -675,7 +684,9 @@ def render_markdown(data: dict | Path) -> str:
         "Peak memory: what one call adds above the idle model"
         + (" (CUDA allocator peak)." if s["device"].startswith("cuda") else
            " (CPU malloc heap, sampled after every operator).")
-        + (" Quick run: small shapes, not the paper's." if s.get("quick") else ""),
+        + (" Quick run: small shapes, not the paper's." if s.get("quick") else "")
+        + (" **Measured under load** (other jobs shared the CPU): the interleaved ratios mean more than "
+           "the absolute times." if under_load(data) else ""),
         "",
         "### Inference",
         "",
@@ -860,10 +871,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in progress:
         path.unlink(missing_ok=True)
     print(f"wrote {out}" + (f" (the earlier one kept as {kept})" if kept else ""))
-    busy = max((data["machine"]["load_start"] or [0])[0], (data["machine"]["load_end"] or [0])[0])
-    if not cuda and busy > 0.75 * (os.cpu_count() or 1):
-        print(f"WARNING: load average up to {busy} on {os.cpu_count()} cores: other jobs shared the CPU; "
-              "the ratios (interleaved) mean more than the absolute times", file=sys.stderr)
+    if under_load(data):
+        print(f"WARNING: load average {data['machine']['load_start']} at start, {data['machine']['load_end']} "
+              f"at end on {os.cpu_count()} cores: other jobs shared the CPU; the interleaved ratios mean more "
+              "than the absolute times", file=sys.stderr)
     table = render_markdown(data)
     table_path = args.table or out.with_suffix(".md")  # derived from the .json: --render remakes it
     table_path.parent.mkdir(parents=True, exist_ok=True)
