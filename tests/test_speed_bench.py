@@ -239,7 +239,9 @@ def test_fused_conv_bn_matches_the_unfused_model():
             m.running_var.uniform_(0.5, 2.0)
     model.eval()
     fused = speed.fuse_conv_bn(model).eval()
-    count = lambda net: sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # noqa: E731
+    def count(net: nn.Module) -> int:
+        return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
     # left unfused: the norm after each involution and after the stem involution (no conv before them)
     assert count(fused) == 1 + sum(len(stage) for stage in model.stages)
     assert count(model) > count(fused)
@@ -251,8 +253,11 @@ def test_fused_conv_bn_matches_the_unfused_model():
 
 def test_paper_models_follow_paper_yaml():
     text = (REPO / "results" / "paper.yaml").read_text()
-    section = lambda name: re.search(rf"^{name}:\n(.*?)(?=^\S)", text, re.S | re.M).group(1)  # noqa: E731
-    expected = [n for s in ("imagenet", "coco", "cityscapes") for n in re.findall(r"^  - name: (\S+)", section(s), re.M)]
+    def section(name: str) -> str:
+        return re.search(rf"^{name}:\n(.*?)(?=^\S)", text, re.DOTALL | re.MULTILINE).group(1)
+
+    expected = [name for suite in ("imagenet", "coco", "cityscapes")
+                for name in re.findall(r"^  - name: (\S+)", section(suite), re.MULTILINE)]
     models = speed._paper_models()
     assert [m.name for m in models] == expected
     for m in models:

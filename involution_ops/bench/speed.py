@@ -27,6 +27,7 @@ import ctypes
 import datetime as _dt
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -635,7 +636,7 @@ def _fmt_ratio(value: float | None) -> str:
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or value != value:
+    if value is None or math.isnan(value):
         return "n/a"
     return f"{value:,.{digits}f}"
 
@@ -718,8 +719,8 @@ def render_markdown(data: dict | Path) -> str:
                          _fmt(m.get("peak_mib")), _fmt(b.get("peak_mib")), _fmt_ratio(e["peak_ratio"])])
     if rows:
         lines += ["", "### Training step (forward, loss, backward, SGD step)", "",
-                  "Kernel map: `recompute` regenerates each involution's kernel map in backward (the default, "
-                  "less memory); `keep` stores it (more memory, no second kernel generation).", "",
+                  ("Kernel map: `recompute` regenerates each involution's kernel map in backward (the default, "
+                   "less memory); `keep` stores it (more memory, no second kernel generation)."), "",
                   _table(["Model", "Baseline", "Input", "Kernel map", "Model ms", "Baseline ms", "Ratio",
                           "Model peak MiB", "Baseline peak MiB", "Peak ratio"], rows, left=4)]
     targets = target_lines(data)
@@ -741,8 +742,8 @@ def target_lines(data: dict) -> list[str]:
     pair the training-step peak memory (kernel map recomputed, the default) against <= 1.0x."""
     pairs = {p["model"]: p for p in data["pairs"]}
     checks = [t for t in TARGETS if t[0] in pairs]
-    checks += [(name, "training", "recompute", "peak_ratio", 1.0, f"{name} training-step peak memory <= "
-                f"{pairs[name]['baseline']}'s") for name in pairs]
+    checks += [(name, "training", "recompute", "peak_ratio", 1.0,
+                f"{name} training-step peak memory <= {pairs[name]['baseline']}'s") for name in pairs]
     lines = []
     for name, what, option, key, bound, label in checks:
         value = (pairs[name].get(what) or {}).get(option, {}).get(key)
