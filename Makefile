@@ -30,9 +30,11 @@ RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(CFG_OPTIONS),--cfg-options $(CFG_OPTIONS))
 
 BENCH := $(PY) scripts/benchmark.py
+# `make bench BENCH_OPTS="--suite imagenet --repeats 10"`: options of scripts/bench_speed.py
+BENCH_OPTS ?=
 
 .PHONY: help setup test coco coco-retinanet coco-faster-rcnn coco-mask-rcnn \
-	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench-models gpu-check
+	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench bench-models gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -85,6 +87,9 @@ toy-data: setup ## generate the built-in COCO and Cityscapes-layout toy datasets
 
 bench-op: setup ## operator speed and memory of each backend next to the unfold formula
 	$(PY) scripts/bench_op.py
+
+bench: setup ## every paper model vs its ResNet baseline: latency, images/s, train step, peak memory -> results/speed.json, .md
+	$(PY) scripts/bench_speed.py $(BENCH_OPTS)
 
 bench-models: setup ## RetinaNet RedNet-50 vs ResNet-50 speed and memory at 800x1333
 	$(PY) scripts/bench_models.py
