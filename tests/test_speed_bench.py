@@ -258,7 +258,7 @@ def test_paper_models_follow_paper_yaml():
 
     expected = [name for suite in ("imagenet", "coco", "cityscapes")
                 for name in re.findall(r"^  - name: (\S+)", section(suite), re.MULTILINE)]
-    models = speed._paper_models()
+    models = speed.paper_models()
     assert [m.name for m in models] == expected
     for m in models:
         if m.suite == "imagenet":

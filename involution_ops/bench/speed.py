@@ -78,26 +78,32 @@ class PaperModel:
     shapes: tuple[tuple[int, ...], tuple[int, ...]]  # (inference, training), batch first
 
 
-def _paper_models(paper_yaml: Path = REPO_ROOT / "results" / "paper.yaml") -> list[PaperModel]:
-    """Every paper model with its baseline, from results/paper.yaml and the config naming
-    (det_configs/<name>.py, seg_configs/<name>.py).
+def paper_models(manifest=None) -> list[PaperModel]:
+    """Every paper model next to the ResNet it is measured against, from the model manifest
+    (involution_ops.bench.zoo): ImageNet RedNets against the same-depth ResNet (ResNet-50 for
+    RedNet-26/38, which mmdet's ResNet does not build), detectors and segmentors against the
+    baseline their manifest row names."""
+    if manifest is None:
+        from . import zoo
 
-    Stand-in until the model manifest (involution_ops.bench.zoo) lands: replace this
-    function's body by a read of the manifest; nothing else here reads paper.yaml.
-    """
-    import yaml
+        manifest = zoo.load()
 
-    paper = yaml.safe_load(paper_yaml.read_text(encoding="utf-8"))
+    def relative(path: Path) -> str:
+        return path.relative_to(REPO_ROOT).as_posix()
+
     models = []
-    for row in paper["imagenet"]:
-        depth = int(row["depth"])
-        base_depth = depth if depth in (50, 101, 152) else 50  # mmdet's ResNet has no 26 or 38
-        models.append(PaperModel(row["name"], f"rednet:{depth}", f"ResNet-{base_depth}", f"resnet:{base_depth}",
-                                 "imagenet", SHAPES["imagenet"]))
-    for suite, folder in (("coco", "det_configs"), ("cityscapes", "seg_configs")):
-        for row in paper[suite]:
-            models.append(PaperModel(row["name"], f"{folder}/{row['name']}.py", row["baseline"],
-                                     f"{folder}/{row['baseline']}.py", suite, SHAPES[suite]))
+    for model in manifest.models:
+        if model.is_baseline:
+            continue
+        if model.suite == "imagenet":
+            depth = int(model.depth)
+            base_depth = depth if depth in (50, 101, 152) else 50
+            models.append(PaperModel(model.name, f"rednet:{depth}", f"ResNet-{base_depth}", f"resnet:{base_depth}",
+                                     "imagenet", SHAPES["imagenet"]))
+        else:
+            baseline = manifest.get(model.baseline)
+            models.append(PaperModel(model.name, relative(model.config), baseline.name, relative(baseline.config),
+                                     model.suite, SHAPES[model.suite]))
     return models
 
 
@@ -841,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(table, end="")
         return 0
     try:
-        models = select(_paper_models(), args.models, args.suite)
+        models = select(paper_models(), args.models, args.suite)
     except ValueError as error:
         parser.error(str(error))
     if args.list:
