@@ -27,6 +27,8 @@ RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(call yes,$(AMP)),--amp) \
 	$(if $(call yes,$(RESUME)),--resume) \
 	$(if $(call yes,$(BASELINES)),--baselines) \
+	$(if $(BATCH),--batch $(BATCH)) \
+	$(if $(CONFIGS),--configs $(CONFIGS)) \
 	$(if $(CFG_OPTIONS),--cfg-options $(CFG_OPTIONS))
 
 BENCH := $(PY) scripts/benchmark.py

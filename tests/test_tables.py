@@ -315,10 +315,12 @@ def test_records_written_by_run_record_land_in_the_table(tmp_path):
     run_record = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_record)
     metrics = run_record.metrics_from_mm({"coco/bbox_mAP": 0.392, "coco/bbox_mAP_50": 0.591})
+    full_split = fixture_record("retinanet_r50_fpn_1x_coco__coco__20260103-100000")["dataset_identity"]
     for dataset, config in (("coco", "det_configs/retinanet_red50_fpn_1x_coco.py"),
                             ("toy", "det_configs/toy/retinanet_red50_fpn_toy.py")):
         run_record.write_record({"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "config": config,
                                  "dataset": dataset, "metrics": metrics, "loss_curve": [[1, 1.5], [2, 1.2]],
+                                 "dataset_identity": full_split if dataset == "coco" else {"kind": "toy"},
                                  "started_at": run_record.now_iso()}, tmp_path / "runs")
     warnings = bench_tables.make_tables(tmp_path / "runs", FIXTURES / "complexity.json", PAPER,
                                        tmp_path / "README.md", None)
@@ -339,3 +341,45 @@ def test_unreadable_paper_yaml_is_a_clear_error(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and f"{bad}: not readable YAML" in done.stderr
     assert not (tmp_path / "README.md").exists()
+
+
+def test_a_subset_never_reaches_the_paper_columns(built):
+    """A three-image val2017 folder: listed under "Other data" with its image count, nowhere else."""
+    tables = parse_markdown(built[0])
+    subset = fixture_record("retinanet_red50_fpn_1x_coco__coco__20260110-100000")
+    assert subset["dataset_identity"]["split"] == "val2017" and subset["dataset_identity"]["images_evaluated"] == 3
+    ap = f"{subset['metrics']['bbox_AP']:.1f}"
+    for prefix in ("ImageNet", "COCO", "Cityscapes", "ResNet baselines"):
+        for row in section(tables, prefix):
+            assert ap not in row.values() and "20260110-100000" not in row.get("Run", "")
+    assert row_of(section(tables, "COCO"), "retinanet_red50_fpn_1x_coco")["Run"] == "—"
+    other = row_of(section(tables, "Other data"), "retinanet_red50_fpn_1x_coco")
+    assert other["box AP"] == ap and other["Evaluated on"] == "val2017, 3 images"
+    assert "20260110-100000" in other["Run"]
+
+
+def test_a_record_without_dataset_identity_is_not_trusted_as_the_full_split(built):
+    tables = parse_markdown(built[0])
+    old = fixture_record("fpn_red50_neck_512x1024_80k_cityscapes__cityscapes__20260108-100000")
+    assert "dataset_identity" not in old and old["dataset"] == "cityscapes"
+    assert row_of(section(tables, "Cityscapes"), "fpn_red50_neck_512x1024_80k_cityscapes")["mIoU ours"] == "—"
+    other = row_of(section(tables, "Other data"), "fpn_red50_neck_512x1024_80k_cityscapes")
+    assert other["mIoU"] == f"{old['metrics']['mIoU']:.1f}" and "not identified" in other["Evaluated on"]
+
+
+def test_runs_at_another_total_batch_are_marked(built):
+    text = built[0]
+    coco = section(parse_markdown(text), "COCO")
+    index = next(i for i, row in enumerate(coco) if row["Config"].split(" ")[0] == "retinanet_red50_neck_fpn_1x_coco")
+    newest = fixture_record("retinanet_red50_neck_fpn_1x_coco__coco__20260105-100000")["batch"]
+    older = fixture_record("retinanet_red50_neck_fpn_1x_coco__coco__20260101-100000")["batch"]
+    # accumulation to the paper's batch is the paper's recipe; one process at batch 2 without it is not
+    assert newest["total_batch"] * newest["accumulation"] == newest["paper_batch"]
+    assert older["total_batch"] * older["accumulation"] != older["paper_batch"]
+    assert "‡" not in coco[index]["Run"] and coco[index + 1]["Run"].endswith("‡")
+    line = (f"- ‡ retinanet_red50_neck_fpn_1x_coco [20260101-100000]: trained at total batch "
+            f"{older['total_batch']} (paper {older['paper_batch']}), accumulation none")
+    coco_text = text.split("## COCO", 1)[1].split("\n## ", 1)[0]
+    assert line in coco_text
+    assert sum("‡" in row["Run"] for row in coco) == 1
+    assert not any("‡" in row["Run"] for row in section(parse_markdown(text), "ResNet baselines"))

@@ -2,7 +2,11 @@
 
 Inputs: run records (results/runs/*.json, schema 1: see scripts/run_record.py), the
 complexity rows of `make flops` and the manifest with the published numbers,
-results/paper.yaml. A missing or malformed record or complexity file only costs a
+results/paper.yaml. A real-data run reaches the paper's columns only when its record proves
+the full official evaluation split (`dataset_identity`, see dataset_identity.py); any other
+real-data run, records older than that field included, is listed under "Other data". Runs
+trained at a total batch other than the paper's (record key `batch`, see batch.py) are
+marked ‡ with a line saying how they were trained. A missing or malformed record or complexity file only costs a
 warning naming it; the rest of the tables is still made. Plots need matplotlib (the
 `mm` extra) and are skipped with a warning without it.
 """
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import dataset_identity
 from .io import REPO_ROOT, markdown_table, write_atomic
 from .zoo import SECTIONS, load_paper
 
@@ -63,6 +68,29 @@ class Run:
     @property
     def is_toy(self) -> bool:
         return self.dataset != self.record["suite"]
+
+    @property
+    def is_official(self) -> bool:
+        """Evaluated on the complete official split (provable from the record only)."""
+        return dataset_identity.is_official_full_split(self.record)
+
+    @property
+    def batch_note(self) -> str | None:
+        """How the run departs from the paper's total batch; None when it trained at it."""
+        batch = self.record.get("batch")
+        if not isinstance(batch, dict):
+            return "total batch not recorded"
+        effective, paper = batch.get("effective_batch"), batch.get("paper_batch")
+        if isinstance(effective, int) and effective == paper:
+            return None
+        accumulation = batch.get("accumulation")
+        lr = number(batch.get("lr"))
+        text = (f"trained at total batch {effective if effective is not None else '?'} (paper "
+                f"{paper if paper is not None else '?'}), accumulation "
+                f"{accumulation if isinstance(accumulation, int) and accumulation > 1 else 'none'}")
+        if lr is not None:
+            text += f", lr {lr:g}"
+        return text + (f" (mode {batch['mode']})" if isinstance(batch.get("mode"), str) else "")
 
     @property
     def stamp(self) -> str:
@@ -212,10 +240,13 @@ class Results:
     def __init__(self, runs: list[Run], complexity: dict[str, dict], out_dir: Path):
         self.complexity = complexity
         self.out_dir = out_dir
-        self.real: dict[str, list[Run]] = {}
+        self.real: dict[str, list[Run]] = {}    # full official split: the paper's columns
+        self.other: dict[str, list[Run]] = {}   # real data, not proven to be the full official split
         self.toy: dict[str, list[Run]] = {}
+        self.marked: list[Run] = []             # linked runs with a batch note, in order of appearance
         for run in sorted(runs, key=lambda r: (r.time, r.path.name), reverse=True):
-            (self.toy if run.is_toy else self.real).setdefault(run.name, []).append(run)
+            group = self.toy if run.is_toy else self.real if run.is_official else self.other
+            group.setdefault(run.name, []).append(run)
 
     def newest(self, name: str) -> Run | None:
         runs = self.real.get(name)
@@ -237,7 +268,17 @@ class Results:
     def link(self, run: Run) -> str:
         target = os.path.relpath(run.path, self.out_dir).replace(os.sep, "/")
         flag = " (eval only)" if run.record.get("evaluated_checkpoint_only") else ""
+        if not run.is_toy and run.batch_note:
+            flag += " ‡"
+            if run not in self.marked:
+                self.marked.append(run)
         return f"[{run.stamp}]({target}){flag}"
+
+    def batch_footnotes(self) -> list[str]:
+        """One line per marked run linked so far; clears the list."""
+        lines = [f"- ‡ {run.name} [{run.stamp}]: {run.batch_note}" for run in self.marked]
+        self.marked = []
+        return lines
 
 
 def _params_cell(trainable: float | None, total: float | None) -> str:
@@ -313,7 +354,13 @@ def task_table(task: Task, paper: dict, results: Results) -> str:
     text = [f"## {task.title}", "", markdown_table(headers, rows)]
     if footnotes:
         text += ["", "Complexity notes (our count is reported as counted, never adjusted):", ""] + footnotes
+    text += _batch_section(results)
     return "\n".join(text)
+
+
+def _batch_section(results: Results) -> list[str]:
+    lines = results.batch_footnotes()
+    return ["", "Runs not trained at the paper's total batch (‡):", ""] + lines if lines else []
 
 
 def _older_run_row(task: Task, paper_row: dict, run: Run, results: Results, width: int) -> list[str]:
@@ -368,7 +415,18 @@ def baselines_table(paper: dict, results: Results) -> str:
         "\\* Not published as such: derived from the published reductions and gains, rounded "
         "(see results/paper.yaml). Our ResNet-50 detector and segmentor rows come from "
         "`make flops` and from runs with `BASELINES=1`.", "",
-        markdown_table(headers, rows)])
+        markdown_table(headers, rows)] + _batch_section(results))
+
+
+def other_data_table(groups: dict[str, list[Run]], results: Results) -> str:
+    headers = ["Config", "Suite", "Evaluated on", "Run", "box AP", "mask AP", "mIoU"]
+    rows = []
+    for name in groups:
+        for index, run in enumerate(groups[name]):
+            rows.append([name if index == 0 else "↳ older run", run.record["suite"],
+                         dataset_identity.describe(run.record), results.link(run),
+                         fmt(run.metric("bbox_AP"), 1), fmt(run.metric("segm_AP"), 1), fmt(run.metric("mIoU"), 1)])
+    return "\n".join([markdown_table(headers, rows)] + _batch_section(results))
 
 
 def run_list_table(groups: dict[str, list[Run]], results: Results, plots: dict[Path, str]) -> str:
@@ -513,7 +571,7 @@ CONVENTIONS = """\
 How to read these tables
 - Paper columns: published figures (results/paper.yaml, with the source of each number).
   Ours: parameters and FLOPs from `make flops` (results/complexity.json), accuracy from the
-  newest run record of that config on the real dataset (results/runs/); older runs are listed
+  newest run record of that config on the full official split (results/runs/); older runs are listed
   under it. A dash means no figure yet. Δ = ours − paper.
 - Params: counted over trainable parameters, as the paper did (detectors freeze the stem and
   stage 1, `frozen_stages=1`); in parentheses all parameters.
@@ -521,6 +579,10 @@ How to read these tables
   3x224x224 (ImageNet), 3x800x1280 (COCO), 3x1024x2048 (Cityscapes); see results/complexity.md.
 - "vs ResNet": reductions of params and FLOPs (↓) and gain in accuracy against the ResNet
   baseline, as the paper shows them; ours computed from our own baseline rows and runs.
+- Only runs that evaluated the full official split (COCO val2017, 5,000 images; Cityscapes
+  val, 500) fill the "ours" columns; other real-data runs are under "Other data".
+- ‡: trained at a total batch other than the paper's (COCO 16, Cityscapes 8); the line under
+  the table says how (batch, gradient accumulation, lr).
 - Toy runs (generated data, short schedules) are smoke tests: they are listed in their own
   section below and never compared with the paper."""
 
@@ -529,11 +591,12 @@ def render(paper: dict, results: Results, warnings: list[str], plot_link: str | 
            loss_plots: dict[Path, str], runs_dir: Path) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     real_count = sum(len(runs) for runs in results.real.values())
+    other_count = sum(len(runs) for runs in results.other.values())
     toy_count = sum(len(runs) for runs in results.toy.values())
     parts = [GENERATED_MARKER, "", "# Results against the involution paper (CVPR 2021)", "",
              f"Made on {now} from {git_description()} by `make tables`, "
-             f"from {real_count} run record(s) on real data and {toy_count} toy run record(s) in "
-             f"`{runs_dir.as_posix()}`.", "", CONVENTIONS]
+             f"from {real_count} run record(s) on the full official splits, {other_count} on other real data "
+             f"and {toy_count} toy run record(s) in `{runs_dir.as_posix()}`.", "", CONVENTIONS]
     if warnings:
         parts += ["", "Warnings while making this file:", ""] + [f"- {warning}" for warning in warnings]
     for task in TASKS:
@@ -545,7 +608,14 @@ def render(paper: dict, results: Results, warnings: list[str], plot_link: str | 
     others = {name: runs for name, runs in results.real.items() if name not in known}
     if others:
         parts += ["", "## Other runs on real data (configs not in the paper's tables)", "",
-                  run_list_table(_ordered(others, paper), results, loss_plots)]
+                  run_list_table(_ordered(others, paper), results, loss_plots)] + _batch_section(results)
+    if results.other:
+        parts += ["", "## Other data (real-data runs not proven to be on the full official split; "
+                      "NOT compared with the paper)", "",
+                  "Only a run whose record shows it evaluated all of COCO val2017 (5,000 images) or Cityscapes "
+                  "val (500 images) reaches the tables above. Subsets, other splits and records without a "
+                  "dataset identity (made before records carried one) are listed here.", "",
+                  other_data_table(_ordered(results.other, paper), results)]
     parts += ["", "## Toy runs (generated data; NOT comparable with the paper)", ""]
     if results.toy:
         parts += ["These runs train on the built-in generated dataset (data/toy) with short schedules. "
