@@ -313,3 +313,23 @@ def test_targets_are_reported_not_asserted():
     ]
     data["pairs"][0]["inference"]["eager"] = {"error": "RuntimeError: x"}
     assert speed.target_lines(data)[0] == "RedNet-50 forward <= 0.8x ResNet-50's: n/a (not measured)"
+
+
+def test_make_tables_shows_the_speed_tables(tiny_result, tmp_path):
+    from involution_ops.bench import tables
+
+    data, _ = tiny_result
+    speed_json = tmp_path / "speed.json"
+    speed.save_results(json.loads(json.dumps(data)), speed_json)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out = tmp_path / "README.md"
+    paper = REPO / "results" / "paper.yaml"
+    complexity = REPO / "results" / "complexity.json"
+    tables.make_tables(runs, complexity, paper, out, None, speed_path=speed_json)
+    text = out.read_text()
+    assert "## Measured speed and memory" in text and speed.machine_label(data) in text
+    assert text.index("## Measured speed and memory") > text.index("COCO")
+    out.unlink()
+    tables.make_tables(runs, complexity, paper, out, None, speed_path=tmp_path / "absent.json")
+    assert "Measured speed and memory" not in out.read_text()

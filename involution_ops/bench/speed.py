@@ -32,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .io import REPO_ROOT, markdown_table, write_atomic
+
 SCHEMA = 1
 INFERENCE_OPTIONS = ("eager", "fuse_conv_bn", "channels_last", "compile")
 TRAINING_OPTIONS = ("recompute", "keep")  # the involution kernel map: regenerated in backward / kept
@@ -621,17 +621,7 @@ def save_results(data: dict, path: Path) -> Path | None:
                 continue
         else:
             raise RuntimeError(f"{folder}: could not find a free name to keep the earlier {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1)
-            stream.write("\n")
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
     return kept
 
 
@@ -649,13 +639,6 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(s) for s in shape)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 3) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-    align = ["---" if i < left else "---:" for i in range(len(headers))]
-    return "\n".join([line(headers), "| " + " | ".join(align) + " |", *(line(r) for r in rows)])
 
 
 def machine_label(data: dict) -> str:
@@ -709,7 +692,7 @@ def render_markdown(data: dict | Path) -> str:
             rows.append(head + [_fmt(m["median_ms"]), _fmt(b["median_ms"]), _fmt_ratio(e["ratio"]),
                                 _fmt(m["images_per_s"], 2), _fmt(b["images_per_s"], 2),
                                 f"{_fmt(m.get('peak_mib'))} / {_fmt(b.get('peak_mib'))}"])
-    lines.append(_table(["Model", "Baseline", "Input", "Option", "Model ms", "Baseline ms", "Ratio",
+    lines.append(markdown_table(["Model", "Baseline", "Input", "Option", "Model ms", "Baseline ms", "Ratio",
                          "Model img/s", "Baseline img/s", "Peak MiB (model / baseline)"], rows, left=4))
     rows = []
     for pair in data["pairs"]:
@@ -727,7 +710,7 @@ def render_markdown(data: dict | Path) -> str:
         lines += ["", "### Training step (forward, loss, backward, SGD step)", "",
                   ("Kernel map: `recompute` regenerates each involution's kernel map in backward (the default, "
                    "less memory); `keep` stores it (more memory, no second kernel generation)."), "",
-                  _table(["Model", "Baseline", "Input", "Kernel map", "Model ms", "Baseline ms", "Ratio",
+                  markdown_table(["Model", "Baseline", "Input", "Kernel map", "Model ms", "Baseline ms", "Ratio",
                           "Model peak MiB", "Baseline peak MiB", "Peak ratio"], rows, left=4)]
     targets = target_lines(data)
     if targets:
