@@ -32,9 +32,11 @@ RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(CFG_OPTIONS),--cfg-options $(CFG_OPTIONS))
 
 BENCH := $(PY) scripts/benchmark.py
+# `make bench BENCH_OPTS="--suite imagenet --repeats 10"`: options of scripts/bench_speed.py
+BENCH_OPTS ?=
 
 .PHONY: help setup test coco coco-retinanet coco-faster-rcnn coco-mask-rcnn \
-	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench-models gpu-check
+	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench bench-models gpu-check
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -80,7 +82,8 @@ flops: setup ## parameters and FLOPs of every paper model, in the paper's conven
 
 tables: setup ## results/README.md and plots from results/runs/*.json and results/complexity.json
 	$(PY) scripts/make_tables.py --runs results/runs --complexity results/complexity.json \
-		--paper results/paper.yaml --out results/README.md --plot results/complexity.png
+		--paper results/paper.yaml --out results/README.md --plot results/complexity.png \
+		--speed results/speed.json
 
 toy-data: setup ## generate the built-in COCO and Cityscapes-layout toy datasets in data/toy
 	$(PY) scripts/make_toy_data.py --out data/toy
@@ -88,8 +91,11 @@ toy-data: setup ## generate the built-in COCO and Cityscapes-layout toy datasets
 bench-op: setup ## operator speed and memory of each backend next to the unfold formula
 	$(PY) scripts/bench_op.py
 
-bench-models: setup ## RetinaNet RedNet-50 vs ResNet-50 speed and memory at 800x1333
-	$(PY) scripts/bench_models.py
+bench: setup ## every paper model vs its ResNet baseline: latency, images/s, train step, peak memory -> results/speed.json, .md
+	$(PY) scripts/bench_speed.py $(BENCH_OPTS)
+
+bench-models: setup ## the RetinaNet RedNet-50 / ResNet-50 pair of `make bench` alone -> results/speed-retinanet.json
+	$(PY) scripts/bench_speed.py --models retinanet_red50_fpn_1x_coco --out results/speed-retinanet.json $(BENCH_OPTS)
 
 gpu-check: ## on a CUDA machine: CUDA kernels against the reference in every dtype, then bench-op
 	bash scripts/gpu_check.sh

@@ -627,8 +627,9 @@ def render(paper: dict, results: Results, warnings: list[str], plot_link: str | 
 
 
 def make_tables(runs_dir: Path, complexity_path: Path, paper_path: Path, out: Path,
-                plot: Path | None, plots_dir: Path | None = None) -> list[str]:
-    """Write the README (and plots); return the warnings, each naming its file."""
+                plot: Path | None, plots_dir: Path | None = None, speed_path: Path | None = None) -> list[str]:
+    """Write the README (and plots); return the warnings, each naming its file. With `speed_path`
+    (results/speed.json of `make bench`), its measured speed and memory tables follow."""
     warnings: list[str] = []
 
     def warn(message: str) -> None:
@@ -670,5 +671,13 @@ def make_tables(runs_dir: Path, complexity_path: Path, paper_path: Path, out: Pa
                 else:
                     warn(f"{run.path}: no usable loss_curve, no loss plot")
 
-    write_atomic(out, render(paper, results, warnings, plot_link, loss_plots, runs_dir))
+    text = render(paper, results, warnings, plot_link, loss_plots, runs_dir)
+    if speed_path is not None and Path(speed_path).is_file():
+        try:
+            from .speed import render_markdown
+
+            text = text.rstrip("\n") + "\n\n" + render_markdown(Path(speed_path)).rstrip("\n") + "\n"
+        except (OSError, ValueError, KeyError) as error:
+            warn(f"{speed_path}: speed tables left out ({error}); rerun `make bench`")
+    write_atomic(out, text)
     return warnings
