@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared check for a lent GPU machine (run from the repository root):
 #   bash scripts/gpu_check.sh
-# 1. pytest on tests/test_op_cuda.py: the CUDA kernels compiled to PTX and run against the float64
+# 1. pytest on tests/ops/test_op_cuda.py: the CUDA kernels compiled to PTX and run against the float64
 #    reference in every dtype, autograd, autocast, torch.compile;
 # 2. scripts/bench_op.py on the GPU (float32, then bfloat16);
 # and a short summary table last. Needs torch with CUDA, CuPy (cupy-cuda12x or -13x) and pytest;
@@ -34,9 +34,9 @@ sys.exit(f'gpu_check: {problem}: nothing to check here' if problem else 0)" || e
 "$PYTHON" -c "import pytest" 2>/dev/null || {
   echo "gpu_check: pytest is not importable: pip install pytest (the test extra), then run again"; exit 1; }
 
-echo "== pytest tests/test_op_cuda.py (CUDA kernels vs reference, every dtype)"
+echo "== pytest tests/ops/test_op_cuda.py (CUDA kernels vs reference, every dtype)"
 # -o: the pyproject's addopts and pytest-timeout setting are not needed here; timeout(1) bounds the run
-timeout 270 "$PYTHON" -m pytest tests/test_op_cuda.py -q -rfEs -p no:cacheprovider -o addopts="" \
+timeout 270 "$PYTHON" -m pytest tests/ops/test_op_cuda.py -q -rfEs -p no:cacheprovider -o addopts="" \
   -W "ignore::pytest.PytestConfigWarning" --junitxml="$OUT/test_op_cuda.xml" 2>&1 | tee "$OUT/test_op_cuda.txt" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
@@ -63,13 +63,13 @@ if junit.exists():
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    print(f"| pytest tests/test_op_cuda.py | {passed} passed, {counts['failures']} failed, "
+    print(f"| pytest tests/ops/test_op_cuda.py | {passed} passed, {counts['failures']} failed, "
           f"{counts['errors']} errors, {counts['skipped']} skipped |")
     for case in suite.iter("testcase"):
         if case.find("failure") is not None or case.find("error") is not None:
             print(f"| FAILED {case.get('name')} | see {out}/test_op_cuda.txt |")
 else:
-    print("| pytest tests/test_op_cuda.py | no result (timed out or did not start) |")
+    print("| pytest tests/ops/test_op_cuda.py | no result (timed out or did not start) |")
 for name in ("bench_fp32.json", "bench_bf16.json"):
     bench = load(name)
     rows = [r for r in bench.get("rows", []) if r["device"] == "cuda"]

@@ -17,7 +17,7 @@ import pytest
 
 from support import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
 from involution_ops.bench import launcher, preflight, toy_data  # noqa: E402
 

@@ -5,7 +5,7 @@ mmcls RedNet-26/50 ImageNet checkpoints and the parameter names and shapes of th
 RedNet-26/50 weights (each file cites its source and says how the list follows from it). A fake
 checkpoint with random tensors under exactly those names goes through scripts/convert_checkpoint.py;
 every tensor must then sit, unchanged, where the mapping below (read off the two layouts, not off
-our converter) says it belongs in our RedNet. tests/test_checkpoints.py covers the error paths
+our converter) says it belongs in our RedNet. tests/models/test_checkpoints.py covers the error paths
 with sources built from our own model.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from involution_ops import RedNet
 from involution_ops.safe_load import load_torch_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 from involution_ops import conversion as convert_checkpoint  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "official_layouts"

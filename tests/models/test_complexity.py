@@ -18,7 +18,7 @@ from torch import nn
 from involution_ops import Involution, RedNet
 from involution_ops.complexity import count_params, measure
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _macs(model: nn.Module, *shape: int, device: str = "cpu", **kwargs):

@@ -18,7 +18,7 @@ import pytest
 from support import require
 from support.slurm_cluster import SlurmUnavailable, free_port, slurm_cluster
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launcher  # noqa: E402
 
 CONFIG = "retinanet_red50_neck_fpn_1x_coco"

@@ -11,7 +11,7 @@ import pytest
 
 from support import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launcher, preflight, runconfig, toy_data  # noqa: E402
 from involution_ops.bench import records as run_record  # noqa: E402
 

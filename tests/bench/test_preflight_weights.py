@@ -13,7 +13,7 @@ import pytest
 from support import require
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from involution_ops.bench import launcher, preflight, session, toy_data  # noqa: E402
 

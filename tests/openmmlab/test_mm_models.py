@@ -33,7 +33,7 @@ from involution_ops.rednet import RedNet as TorchRedNet  # noqa: E402
 from involution_ops.modules import Involution  # noqa: E402
 from involution_ops.ops.reference import involution_reference  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DET_DIR = ROOT / "det_configs" / "_base_" / "models"
 SEG_DIR = ROOT / "seg_configs" / "_base_" / "models"
 DET_NAMES = [

@@ -11,7 +11,7 @@ import pytest
 
 from support import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
 

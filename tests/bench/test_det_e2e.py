@@ -15,7 +15,7 @@ import pytest
 
 from support import require
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 pytestmark = pytest.mark.slow
 

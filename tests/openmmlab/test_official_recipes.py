@@ -27,7 +27,7 @@ require.module("mmseg")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 INVOLUTION = "d-li14/involution "
 MMDET = "open-mmlab/mmdetection v2.x configs/"
