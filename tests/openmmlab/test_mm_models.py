@@ -1,4 +1,4 @@
-"""OpenMMLab adapters and model-part configs (issue 4, items 2, 3 and 5).
+"""OpenMMLab adapters and model-part configs.
 
 Every model config builds through mmdet's / mmseg's registries and runs in loss
 and predict mode on a tiny input; the involution neck and heads compute what the
