@@ -3,42 +3,16 @@ during training skipped with a warning and counted instead of stopping the run."
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 
-from support import require
+from support import require, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
 
-FIT = ["--cfg-options", "model.bbox_head.num_classes=3"]
-
-
-@pytest.fixture
-def no_launch(monkeypatch):
-    def launched(command, *args, **kwargs):
-        raise AssertionError(f"the pre-flight let this start: {' '.join(map(str, command))}")
-
-    monkeypatch.setattr(subprocess, "run", launched)
-
-
-@pytest.fixture(scope="module")
-def toy_coco(tmp_path_factory):
-    source = launcher.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
-    copy = tmp_path_factory.mktemp("coco") / "coco"
-    shutil.copytree(source, copy)
-    return copy
-
-
-@pytest.fixture
-def data(toy_coco, tmp_path):
-    copy = tmp_path / "coco"
-    shutil.copytree(toy_coco, copy)
-    return copy
+FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
 
 def _edit(data, split, change):
@@ -55,44 +29,44 @@ def _preflight(capsys, data):
     return code, capsys.readouterr().err
 
 
-def test_boxes_without_size(capsys, data, no_launch):
+def test_boxes_without_size(capsys, fresh_coco, no_launch):
     def shrink(content):
         for ann in content["annotations"][:4]:
             ann["bbox"][2] = 0.0
         content["annotations"][4]["bbox"][3] = -5.0
 
-    path = _edit(data, "train", shrink)
-    code, err = _preflight(capsys, data)
+    path = _edit(fresh_coco, "train", shrink)
+    code, err = _preflight(capsys, fresh_coco)
     assert code == 2 and str(path) in err
     assert "5 of" in err and "no box of positive width and height" in err and "annotation ids 1, 2, 3, 4, 5" in err
     assert "Fix:" in err
 
 
-def test_unknown_category_and_image(capsys, data, no_launch):
+def test_unknown_category_and_image(capsys, fresh_coco, no_launch):
     def break_ids(content):
         content["annotations"][0]["category_id"] = 91
         content["annotations"][1]["category_id"] = 91
         content["annotations"][2]["image_id"] = 4000
 
-    path = _edit(data, "val", break_ids)
-    code, err = _preflight(capsys, data)
+    path = _edit(fresh_coco, "val", break_ids)
+    code, err = _preflight(capsys, fresh_coco)
     assert code == 2 and str(path) in err
     assert "2 of" in err and "category ids 91" in err and "not among its 3 categories" in err
     assert "image_id that its 'images' list does not have (image ids 4000" in err
 
 
-def test_truncated_image(capsys, data, no_launch):
-    image = data / "train2017" / "train_000007.jpg"
+def test_truncated_image(capsys, fresh_coco, no_launch):
+    image = fresh_coco / "train2017" / "train_000007.jpg"
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
-    code, err = _preflight(capsys, data)
+    code, err = _preflight(capsys, fresh_coco)
     assert code == 2 and f"{image} is a truncated JPEG" in err and "Fix: extract the image archive again" in err
 
 
-def test_a_jpeg_with_data_after_its_end_marker_is_fine(data):
-    image = data / "train2017" / "train_000007.jpg"
+def test_a_jpeg_with_data_after_its_end_marker_is_fine(fresh_coco):
+    image = fresh_coco / "train2017" / "train_000007.jpg"
     image.write_bytes(image.read_bytes() + bytes(4096))  # some cameras append a trailer
     assert data_checks.image_problem(image) is None
-    assert data_checks.image_problem(data / "annotations" / "instances_val2017.json").startswith("is not an image")
+    assert data_checks.image_problem(fresh_coco / "annotations" / "instances_val2017.json").startswith("is not an image")
 
 
 def test_a_few_bad_boxes_in_a_large_file_are_a_warning():
@@ -106,16 +80,19 @@ def test_a_few_bad_boxes_in_a_large_file_are_a_warning():
 
 # ------------------------------------------------------------------ during training
 
-def test_training_skips_and_counts_an_unreadable_image(data, tmp_path):
+def test_training_skips_and_counts_an_unreadable_image(fresh_coco, tmp_path, monkeypatch):
     """The guarded pipeline of a real toy config, in mmdet's CocoDataset: the truncated image is skipped
-    (mmengine draws another index), logged, and counted the way the training session records it."""
+    (mmengine draws another index), logged, and counted the way the training session records it.
+
+    mmengine draws the replacement index at random; it may draw the bad image again, which is a second
+    (correctly counted) skip. The draw is pinned to a good image so the expected counts are exact."""
     from involution_ops.bench import image_guard
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmdet.registry import DATASETS
 
     cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / "retinanet_red50_fpn_toy.py"))
-    runconfig.set_data_root(cfg, str(data))
+    runconfig.set_data_root(cfg, str(fresh_coco))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     assert image_guard.guard_train_pipeline(cfg, str(run_dir)) == 1
@@ -124,6 +101,7 @@ def test_training_skips_and_counts_an_unreadable_image(data, tmp_path):
     index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)["img_path"].endswith("train_000007.jpg"))
     image = Path(dataset.get_data_info(index)["img_path"])
     image.write_bytes(image.read_bytes()[:600])
+    monkeypatch.setattr(dataset, "_rand_another", lambda: (index + 1) % len(dataset))
     sample = dataset[index]
     assert Path(sample["data_samples"].img_path) != image
     assert image_guard.skipped_images(run_dir) == (1, [str(image)])
