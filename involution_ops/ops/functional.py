@@ -8,6 +8,8 @@ INVOLUTION_BACKEND environment variable, then the tensors' device.
 """
 from __future__ import annotations
 
+import importlib
+
 import os
 import warnings
 from collections.abc import Sequence
@@ -196,22 +198,14 @@ def _fallback(kind: str, reason: str):
 def _implementation(backend: str, device: torch.device) -> ModuleType | type:
     if backend == "reference":
         return _ReferenceBackend
-    if backend == "cpu" or (backend == _AUTO and device.type == "cpu"):
-        from . import cpu
-
-        if backend == _AUTO:
-            error = cpu.load_error()
-            return cpu if error is None else _fallback("cpu", error)
-        cpu.load()
-        return cpu
-    if backend == "cuda" or (backend == _AUTO and device.type == "cuda"):
-        from . import cuda
-
-        if backend == _AUTO:
-            error = cuda.load_error()
-            return cuda if error is None else _fallback("cuda", error)
-        cuda.load()
-        return cuda
+    for name in ("cpu", "cuda"):
+        if backend == name or (backend == _AUTO and device.type == name):
+            module = importlib.import_module(f"{__package__}.{name}")  # imported on first use only
+            if backend == _AUTO:
+                error = module.load_error()
+                return module if error is None else _fallback(name, error)
+            module.load()
+            return module
     return _ReferenceBackend
 
 
