@@ -19,6 +19,7 @@ import argparse
 import difflib
 import importlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 # Top-level keys the Runner (and the training session) read, besides those a config already has.
@@ -198,3 +199,14 @@ def _parameters(target: Any) -> tuple[set[str], bool]:
         open_ended = False
     accepted.discard("self")
     return accepted, open_ended
+
+
+def config_dicts(node: Any, path: str = "model") -> Iterator[tuple[str, dict]]:
+    """Every dict in a config tree, depth first, with its dotted path (``model.neck.0.norm_cfg``)."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from config_dicts(value, f"{path}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from config_dicts(value, f"{path}.{index}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
-from .config_checks import ConfigOptionError, check_cfg_options
+from .config_checks import ConfigOptionError, check_cfg_options, config_dicts
 from .io import REPO_ROOT
 
 RUN_KEY = "involution_run"  # the run's own facts inside its config (suite, name, dataset, ...)
@@ -153,19 +153,10 @@ def apply_launch(cfg: Any, launcher: str, device: str) -> None:
 def sync_bn_to_bn(model_cfg: Any) -> list[str]:
     """Turn every SyncBN norm_cfg into BN in place (SyncBN needs CUDA); the places changed."""
     changed = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in ("SyncBN", "MMSyncBN"):
-                node["type"] = "BN"
-                changed.append(path)
-            for key, value in node.items():
-                walk(value, f"{path}.{key}")
-        elif isinstance(node, (list, tuple)):
-            for index, value in enumerate(node):
-                walk(value, f"{path}.{index}")
-
-    walk(model_cfg, "model")
+    for path, node in config_dicts(model_cfg):
+        if node.get("type") in ("SyncBN", "MMSyncBN"):
+            node["type"] = "BN"
+            changed.append(path)
     return sorted(set(changed))
 
 

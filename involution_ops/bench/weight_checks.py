@@ -20,6 +20,8 @@ from typing import Any
 
 from involution_ops.checkpoints import StateDictDiff, state_dict_diff
 
+from .config_checks import config_dicts
+
 # Tensors an ImageNet RedNet (3x3 stem involution) cannot give the 7x7-stem detection and
 # segmentation backbones: the stem's kernel-generating conv keeps its initialisation, as in the
 # official runs (README, "Real COCO and Cityscapes").
@@ -135,20 +137,11 @@ def pretrained_targets(model_cfg: Any, pretrained: str | None) -> list[Pretraine
     if pretrained and backbone.get("type") == "RedNet":
         return [PretrainedTarget("model.backbone", backbone, pretrained, None)]
     found: list[PretrainedTarget] = []
-
-    def walk(node: Any, where: str) -> None:
-        if isinstance(node, dict):
-            init = node.get("init_cfg")
-            for item in init if isinstance(init, list) else [init]:
-                if isinstance(item, dict) and item.get("type") == "Pretrained" and item.get("checkpoint"):
-                    found.append(PretrainedTarget(where, node, item["checkpoint"], item.get("prefix")))
-            for key, value in node.items():
-                walk(value, f"{where}.{key}")
-        elif isinstance(node, (list, tuple)):
-            for index, value in enumerate(node):
-                walk(value, f"{where}.{index}")
-
-    walk(model_cfg, "model")
+    for where, node in config_dicts(model_cfg):
+        init = node.get("init_cfg")
+        for item in init if isinstance(init, list) else [init]:
+            if isinstance(item, dict) and item.get("type") == "Pretrained" and item.get("checkpoint"):
+                found.append(PretrainedTarget(where, node, item["checkpoint"], item.get("prefix")))
     return found
 
 
