@@ -186,6 +186,20 @@ KNOWN_PARAMS = {
 BACKWARD = {"mask_rcnn_red50_neck_fpn_head"}
 
 
+def _check_known_params(name: str, model: torch.nn.Module) -> None:
+    if name in KNOWN_PARAMS:
+        (trainable, tol_t), (total, tol_a) = KNOWN_PARAMS[name]
+        assert trainable_m(model) == pytest.approx(trainable, abs=tol_t)
+        assert total_m(model) == pytest.approx(total, abs=tol_a)
+
+
+def _check_backward(model: torch.nn.Module, loss: torch.Tensor) -> None:
+    """Every trainable parameter receives a finite gradient."""
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 @pytest.mark.parametrize("name", DET_NAMES)
 def test_det_config_builds_and_runs(name):
     from mmdet.testing import demo_mm_inputs
@@ -199,10 +213,7 @@ def test_det_config_builds_and_runs(name):
         assert type(model.rpn_head).__name__ == "InvolutionRPNHead"
         if name.startswith("mask"):
             assert type(model.roi_head.mask_head).__name__ == "InvolutionFCNMaskHead"
-    if name in KNOWN_PARAMS:
-        (trainable, tol_t), (total, tol_a) = KNOWN_PARAMS[name]
-        assert trainable_m(model) == pytest.approx(trainable, abs=tol_t)
-        assert total_m(model) == pytest.approx(total, abs=tol_a)
+    _check_known_params(name, model)
 
     torch.manual_seed(0)
     # batch 2: the RPN involution normalises its 1x1 P6 map, BN needs > 1 value per channel
@@ -214,9 +225,7 @@ def test_det_config_builds_and_runs(name):
     total = sum(t.sum() for part in parts for t in part)
     assert torch.isfinite(total)
     if name in BACKWARD:
-        total.backward()
-        grads = [p.grad for p in model.parameters() if p.requires_grad]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        _check_backward(model, total)
 
     model.eval()
     with torch.no_grad():
@@ -239,10 +248,7 @@ def test_seg_config_builds_and_runs(name):
         assert isinstance(model.backbone.layer1[0].bn1, torch.nn.SyncBatchNorm)
     if name.startswith("fpn"):
         assert type(model.neck).__name__ == ("InvolutionFPN" if name.endswith("neck") else "FPN")
-    if name in KNOWN_PARAMS:
-        (trainable, tol_t), (total, tol_a) = KNOWN_PARAMS[name]
-        assert trainable_m(model) == pytest.approx(trainable, abs=tol_t)
-        assert total_m(model) == pytest.approx(total, abs=tol_a)
+    _check_known_params(name, model)
 
     torch.manual_seed(0)
     samples = []
@@ -256,9 +262,7 @@ def test_seg_config_builds_and_runs(name):
     total = sum(v for k, v in losses.items() if k.endswith("loss_ce"))
     assert torch.isfinite(total)
     if name in BACKWARD:
-        total.backward()
-        grads = [p.grad for p in model.parameters() if p.requires_grad]
-        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        _check_backward(model, total)
 
     model.eval()
     with torch.no_grad():

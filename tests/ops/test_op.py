@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from support import require
 import involution_ops.ops.functional as functional
 from involution_ops import involution
 from involution_ops.ops import cpu
@@ -82,14 +81,6 @@ def _check_against_reference(case, backend, dtype, tol):
     torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
     torch.testing.assert_close(grads[0], expected_grads[0], rtol=tol, atol=tol)
     torch.testing.assert_close(grads[1], expected_grads[1], rtol=tol, atol=tol)
-
-
-@pytest.fixture(scope="module")
-def cpu_kernel():
-    error = cpu.load_error()
-    if error is not None:
-        require.missing("cpu", f"the CPU kernel cannot be built here: {error}")
-    return cpu.load()
 
 
 # --------------------------------------------------------------------------- the reference itself

@@ -10,17 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from support import require
-from involution_ops.ops import cpu
 from involution_ops.ops.reference import involution_reference
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    error = cpu.load_error()
-    if error is not None:
-        require.missing("cpu", f"the CPU kernel cannot be built here: {error}")
-    return cpu.load()
 
 
 def _out(size, k, s, p, d):
@@ -90,24 +80,24 @@ def _check(got, want, rtol, atol_scale):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_float64(kernel, case):
+def test_float64(cpu_kernel, case):
     x, weight, grad = _inputs(case, torch.float64)
-    _check(_run(kernel, x, weight, grad, case), _expected(x, weight, grad, *case[6:9]), 1e-12, 1e-12)
+    _check(_run(cpu_kernel, x, weight, grad, case), _expected(x, weight, grad, *case[6:9]), 1e-12, 1e-12)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_float32(kernel, case):
+def test_float32(cpu_kernel, case):
     x, weight, grad = _inputs(case, torch.float32)
-    got = _run(kernel, x, weight, grad, case)
+    got = _run(cpu_kernel, x, weight, grad, case)
     assert all(t.dtype == torch.float32 for t in got)
     _check(got, _expected(x, weight, grad, *case[6:9]), 1e-4, 1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5], CASES[9]], ids=_case_id)
-def test_low_precision_accumulates_in_float32(kernel, case, dtype):
+def test_low_precision_accumulates_in_float32(cpu_kernel, case, dtype):
     x, weight, grad = _inputs(case, dtype)
-    got = _run(kernel, x, weight, grad, case)
+    got = _run(cpu_kernel, x, weight, grad, case)
     assert all(t.dtype == dtype for t in got)
     eps = torch.finfo(dtype).eps
     # float32 accumulation: essentially only the final rounding to `dtype` remains
@@ -116,13 +106,13 @@ def test_low_precision_accumulates_in_float32(kernel, case, dtype):
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[12]], ids=_case_id)
-def test_thread_count_changes_row_blocks_not_results(kernel, case, threads):
+def test_thread_count_changes_row_blocks_not_results(cpu_kernel, case, threads):
     """Rows per task follow the thread count; every partition must give the reference result."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         x, weight, grad = _inputs(case, torch.float64, seed=1)
-        got = _run(kernel, x, weight, grad, case)
+        got = _run(cpu_kernel, x, weight, grad, case)
     finally:
         torch.set_num_threads(before)
     _check(got, _expected(x, weight, grad, *case[6:9]), 1e-12, 1e-12)
