@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data_checks, weight_checks
+from .config_checks import config_dicts
 from .io import REPO_ROOT as REPO
 from .runconfig import REMOTE_PREFIXES
 from .toy_data import CITYSCAPES_CLASSES
@@ -46,20 +47,8 @@ def _load_json(path: Path, cache: dict) -> dict:
 
 def model_num_classes(model_cfg: Any) -> set[int]:
     """Every num_classes of the model's heads (the RPN's single objectness class excluded)."""
-    found: set[int] = set()
-
-    def walk(node: Any, key: str = "") -> None:
-        if isinstance(node, dict):
-            if key != "rpn_head" and isinstance(node.get("num_classes"), int):
-                found.add(node["num_classes"])
-            for child_key, child in node.items():
-                walk(child, child_key)
-        elif isinstance(node, (list, tuple)):
-            for child in node:
-                walk(child, key)
-
-    walk(model_cfg)
-    return found
+    return {node["num_classes"] for path, node in config_dicts(model_cfg)
+            if not path.endswith(".rpn_head") and isinstance(node.get("num_classes"), int)}
 
 
 def _dataset_cfgs(cfg: Any) -> list[tuple[str, dict]]:
@@ -105,6 +94,8 @@ def check_coco(cfg: Any, cache: dict) -> None:
                 raise PreflightError(f"classes {unknown} of the config are not categories of {ann_path} "
                                      f"({len(names)}: {', '.join(names[:8])}...). Fix: set metainfo.classes "
                                      f"to names from the annotation file")
+        else:
+            _check_default_classes(dataset, names, ann_path, split, heads, cache)
         expected = len(wanted) if wanted else len(names)
         bad = sorted(n for n in heads if n != expected)
         if bad:
@@ -112,6 +103,45 @@ def check_coco(cfg: Any, cache: dict) -> None:
                                  f"{'selected ' if wanted else ''}categories. Fix: set the heads' num_classes "
                                  f"to {expected} (e.g. --cfg-options model.bbox_head.num_classes={expected}) "
                                  f"or use the matching dataset")
+
+
+def _check_default_classes(dataset: dict, names: list[str], ann_path: Path, split: str, heads: set[int],
+                           cache: dict) -> None:
+    """A dataset without metainfo.classes keeps the categories whose names are its class's default
+    classes (COCO's 80) and drops the rest; with none kept mmdet stops with a bare numpy error."""
+    defaults = _default_classes(dataset.get("type"))
+    if not defaults:
+        return
+    dropped = [n for n in names if n not in defaults]
+    if len(dropped) == len(names):
+        raise PreflightError(
+            f"none of the {len(names)} categories of {ann_path} ({', '.join(names[:6])}"
+            f"{'...' if len(names) > 6 else ''}) is a class of {dataset.get('type')} "
+            f"({', '.join(defaults[:4])}...; {len(defaults)} in all), so {split} would have no labelled image. "
+            f"Fix: use annotations with the dataset's category names, or set the datasets' metainfo.classes "
+            f"to the file's names (--cfg-options {split}_dataloader.dataset.metainfo.classes="
+            f"\"({','.join(names[:3])}{',...' if len(names) > 3 else ''})\" for each split, as "
+            f"det_configs/toy/_base_/toy_coco.py does)"
+            + (f", and the heads' num_classes to {len(names)}" if heads - {len(names)} else ""))
+    if dropped and ("dropped", ann_path) not in cache:
+        cache[("dropped", ann_path)] = True
+        print(f"  warning: {len(dropped)} of the {len(names)} categories of {ann_path} are not classes of "
+              f"{dataset.get('type')} and their annotations are ignored: {', '.join(dropped[:6])}"
+              f"{'...' if len(dropped) > 6 else ''}", flush=True)
+
+
+def _default_classes(dataset_type: Any) -> list[str]:
+    """The classes an mmdet dataset class uses when the config sets none (its METAINFO)."""
+    if not isinstance(dataset_type, str):
+        return []
+    try:
+        import mmdet.datasets  # noqa: F401  (registers mmdet's dataset classes)
+        from mmdet.registry import DATASETS
+
+        dataset_class = DATASETS.get(dataset_type)
+    except (ImportError, KeyError):
+        return []
+    return list(getattr(dataset_class, "METAINFO", {}).get("classes") or [])
 
 
 def _check_coco_annotations(data: dict, ann_path: Path, cache: dict) -> None:

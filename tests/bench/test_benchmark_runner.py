@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from support import require
+from support import require, runs
 
 ROOT = Path(__file__).resolve().parents[2]
-from involution_ops.bench import launcher, preflight, runconfig, toy_data  # noqa: E402
+from involution_ops.bench import launcher, preflight, runconfig  # noqa: E402
 from involution_ops.bench import records as run_record  # noqa: E402
 
 
@@ -162,29 +161,14 @@ def test_set_data_root_rewrites_loaders_and_evaluators():
 
 # ------------------------------------------------------------------ pre-flight errors
 
-@pytest.fixture(scope="module")
-def toy_coco(tmp_path_factory):
-    require.module("mmdet")
-    source = toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
-    copy = tmp_path_factory.mktemp("coco") / "coco"
-    shutil.copytree(source, copy)
-    return copy
-
-
 def _preflight(capsys, *argv):
     require.module("mmdet")
     code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
     return code, capsys.readouterr().err
 
 
-def _fresh(toy_coco, tmp_path):
-    data = tmp_path / "coco"
-    shutil.copytree(toy_coco, data)
-    return data
-
-
 # The full config has 80 classes; these options make it fit the 3-class toy data.
-FIT = ["--cfg-options", "model.bbox_head.num_classes=3"]
+FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
 
 def test_preflight_missing_data_folder(capsys, tmp_path):
@@ -192,37 +176,45 @@ def test_preflight_missing_data_folder(capsys, tmp_path):
     assert code == 2 and "nowhere: no such folder" in err and "Fix" in err
 
 
-def test_preflight_missing_annotation(capsys, toy_coco, tmp_path):
-    data = _fresh(toy_coco, tmp_path)
+def test_preflight_missing_annotation(capsys, fresh_coco):
+    data = fresh_coco
     (data / "annotations" / "instances_val2017.json").unlink()
     code, err = _preflight(capsys, "--data", str(data), *FIT)
     assert code == 2 and "instances_val2017.json not found" in err and "Fix" in err
 
 
-def test_preflight_corrupt_annotation(capsys, toy_coco, tmp_path):
-    data = _fresh(toy_coco, tmp_path)
+def test_preflight_corrupt_annotation(capsys, fresh_coco):
+    data = fresh_coco
     path = data / "annotations" / "instances_train2017.json"
     path.write_text(path.read_text()[:500])
     code, err = _preflight(capsys, "--data", str(data), *FIT)
     assert code == 2 and "instances_train2017.json is corrupt" in err
 
 
-def test_preflight_missing_images(capsys, toy_coco, tmp_path):
-    data = _fresh(toy_coco, tmp_path)
+def test_preflight_missing_images(capsys, fresh_coco):
+    data = fresh_coco
     (data / "train2017" / "train_000003.jpg").unlink()
     code, err = _preflight(capsys, "--data", str(data), *FIT)
     assert code == 2 and "1 of 48 images" in err and "train_000003.jpg" in err
 
 
 def test_preflight_class_count_mismatch(capsys, toy_coco):
-    code, err = _preflight(capsys, "--data", str(toy_coco))
+    code, err = _preflight(capsys, "--data", str(toy_coco), "--cfg-options", *runs.FIT_TOY_COCO[1:])
     assert code == 2 and "predicts 80 classes" in err and "has 3" in err and "num_classes=3" in err
+
+
+def test_preflight_category_names_none_of_the_datasets_classes(capsys, toy_coco, no_launch):
+    """Without metainfo.classes mmdet keeps only the categories named as COCO's 80 classes; a COCO-layout
+    folder with other names would end in numpy's bare "need at least one array to concatenate"."""
+    code, err = _preflight(capsys, "--data", str(toy_coco), "--cfg-options", "model.bbox_head.num_classes=3")
+    assert code == 2 and err.count("error:") == 1
+    assert "instances_train2017.json" in err and "circle, square, triangle" in err and "CocoDataset" in err
+    assert "metainfo.classes" in err and "toy_coco.py" in err
 
 
 def test_preflight_missing_pretrained(capsys, toy_coco, tmp_path):
     missing = tmp_path / "rednet50.pth"
-    code, err = _preflight(capsys, "--data", str(toy_coco), *FIT[:-1],
-                           "model.bbox_head.num_classes=3", f"model.backbone.init_cfg.checkpoint={missing}")
+    code, err = _preflight(capsys, "--data", str(toy_coco), *FIT, f"model.backbone.init_cfg.checkpoint={missing}")
     assert code == 2 and str(missing) in err and "convert_checkpoint.py" in err
     code, err = _preflight(capsys, "--data", str(toy_coco), "--pretrained", str(missing), *FIT)
     assert code == 2 and str(missing) in err
@@ -257,15 +249,6 @@ def test_record_is_never_left_half_written(tmp_path):
 
 
 # ------------------------------------------------------------------ CFG_OPTIONS keys
-
-@pytest.fixture
-def no_launch(monkeypatch):
-    """Fail the test if the pre-flight lets a run start."""
-    def launched(command, *args, **kwargs):
-        raise AssertionError(f"the pre-flight let this start: {' '.join(map(str, command))}")
-
-    monkeypatch.setattr(subprocess, "run", launched)
-
 
 def test_cfg_option_typo_is_refused_at_preflight(capsys, tmp_path, no_launch):
     """On the toy data (its iteration-based config): refused before any model is built."""
@@ -381,7 +364,7 @@ def test_batch_plan_is_in_the_run_config_and_the_banner(toy_coco, tmp_path, caps
     paper = Config.fromfile(str(ROOT / "det_configs" / f"{name}.py"))
     base = ["coco", "retinanet", "--configs", name, "--data", str(toy_coco), "--work-dir", str(tmp_path),
             "--runs-dir", str(tmp_path / "runs")]
-    options = ["--cfg-options", "model.bbox_head.num_classes=3", "model.backbone.init_cfg=None"]
+    options = ["--cfg-options", *runs.FIT_TOY_COCO, "model.backbone.init_cfg=None"]
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
                         or subprocess.CompletedProcess(command, 0))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from support import require
+from support import require, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
@@ -58,20 +56,7 @@ def test_two_process_gloo_run(tmp_path):
 def resumed_run(tmp_path_factory):
     """Start a 6-iteration run, SIGKILL it once its first checkpoint exists, resume it."""
     work = tmp_path_factory.mktemp("resume")
-    process = subprocess.Popen(_command(work), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    runs = work / "work_dirs" / "coco" / CONFIG
-    deadline = time.time() + 300
-    pointer = None
-    while time.time() < deadline and process.poll() is None:
-        found = list(runs.glob("*/last_checkpoint"))
-        if found:
-            pointer = found[0]
-            break
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert pointer is not None, "the run ended or timed out before writing a checkpoint"
+    pointer = runs.kill_at_first_checkpoint(_command(work), work / "work_dirs" / "coco" / CONFIG, ROOT)
     killed_at = Path(pointer.read_text().strip()).name
     assert not _records(work), "the run finished before it could be killed"
     result = _run(_command(work, "--resume", predictions="trained"))

@@ -10,34 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from support import require
+from support import require, runs
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
-from involution_ops.bench import launcher, preflight, session, toy_data  # noqa: E402
+from involution_ops.bench import launcher, preflight, session  # noqa: E402
 
 from involution_ops import RedNet  # noqa: E402
 
 GROUP = ["coco", "retinanet"]
 FPN, NECK = "retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco"
-
-
-@pytest.fixture
-def no_launch(monkeypatch):
-    """Fail the test if the pre-flight lets a run start."""
-    def launched(command, *args, **kwargs):
-        raise AssertionError(f"the pre-flight let this start: {' '.join(map(str, command))}")
-
-    monkeypatch.setattr(subprocess, "run", launched)
-
-
-@pytest.fixture(scope="module")
-def toy_coco(tmp_path_factory):
-    source = toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False)
-    copy = tmp_path_factory.mktemp("coco") / "coco"
-    shutil.copytree(source, copy)
-    return copy
 
 
 class RunsShell:
@@ -113,7 +96,7 @@ def _check_pretrained(path, data, extra=()):
 def test_resnet50_weights_are_refused(capsys, pretrained_files, toy_coco, tmp_path, no_launch):
     path = pretrained_files["resnet50.pth"]
     code, _, err = _main(capsys, "--configs", FPN, "--data", str(toy_coco), "--pretrained", str(path),
-                         "--cfg-options", "model.bbox_head.num_classes=3", "--work-dir", str(tmp_path))
+                         "--cfg-options", *runs.FIT_TOY_COCO, "--work-dir", str(tmp_path))
     assert code == 2 and str(path) in err
     assert "do not fit that RedNet: missing 133: layer1.0.conv2.conv1.bn.bias" in err  # the involutions
     assert "unexpected 22: bn1.bias" in err  # ResNet's stem

@@ -5,17 +5,14 @@ evaluation reproducing the mIoU the run recorded."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from support import require
+from support import require, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
@@ -146,20 +143,7 @@ def _run(command: list[str], timeout: int = 400) -> str:
 def resumed_run(tmp_path_factory, toy_root):
     """Start a run, SIGKILL it once its first checkpoint exists, then resume it with --resume."""
     work = tmp_path_factory.mktemp("seg_resume")
-    process = subprocess.Popen(_command(work), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    runs = work / "work_dirs" / "cityscapes" / CONFIG
-    pointer = None
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        found = list(runs.glob("*/last_checkpoint"))
-        if found:
-            pointer = found[0]
-            break
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert pointer is not None, "the run ended or timed out before writing a checkpoint"
+    pointer = runs.kill_at_first_checkpoint(_command(work), work / "work_dirs" / "cityscapes" / CONFIG, ROOT)
     killed_at = Path(pointer.read_text().strip()).name
     assert not _records(work), "the run finished before it could be killed"
     output = _run(_command(work, "--resume"))

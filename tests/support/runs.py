@@ -1,0 +1,33 @@
+"""Helpers for end-to-end tests that start the benchmark runner as a user would."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def kill_at_first_checkpoint(command: list[str], runs: Path, cwd: Path, timeout: float = 300) -> Path:
+    """Start `command`, SIGKILL its whole process group as soon as a run folder under `runs` has a
+    checkpoint, and return that checkpoint's path (the test then resumes the run)."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    pointer = None
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        found = list(runs.glob("*/last_checkpoint"))
+        if found:
+            pointer = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert pointer is not None, "the run ended or timed out before writing a checkpoint"
+    return pointer
+
+
+# --cfg-options that fit a full COCO RetinaNet config to the built-in toy COCO data: its three
+# classes in the head and, by name, in every split's dataset (COCO's 80 names match none of them).
+FIT_TOY_COCO = ["model.bbox_head.num_classes=3"] + [
+    f"{split}_dataloader.dataset.metainfo.classes=(circle,square,triangle)" for split in ("train", "val", "test")]
