@@ -10,7 +10,6 @@ nothing else. `reload_run_config` reads such a file back for RESUME=1 and CKPT e
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,8 +51,12 @@ class RunSpec:
 
 
 def relative(path: str | Path) -> str:
-    """A path as records show it: relative to the checkout when inside it."""
-    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
+    """A path as records show it: relative to the checkout when inside it, else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 def load_model_config(path: str | Path) -> Any:

@@ -139,6 +139,14 @@ def test_latest_resumable(tmp_path):
     assert launcher.latest_resumable(tmp_path / "nothing") is None
 
 
+def test_record_paths_are_relative_inside_the_checkout_and_absolute_outside(tmp_path):
+    """A record stays valid when its WORK_DIR lies outside the checkout (no '../../tmp/...')."""
+    assert runconfig.relative(ROOT / "det_configs" / "retinanet_red50_fpn_1x_coco.py") == \
+        "det_configs/retinanet_red50_fpn_1x_coco.py"
+    outside = tmp_path / "work_dirs" / "run" / "config.py"
+    assert runconfig.relative(outside) == str(outside.resolve())
+
+
 def test_new_run_folders_are_never_reused(tmp_path):
     first = launcher.new_run_dir(tmp_path)
     second = launcher.new_run_dir(tmp_path)

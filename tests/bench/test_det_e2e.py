@@ -73,7 +73,7 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
     assert Path(ROOT / record["work_dir"]).resolve() == run_dir.resolve()
     assert (run_dir / "iter_6.pth").is_file()
     # it trained with the config.py of its run folder, which holds the command's CFG_OPTIONS
-    assert record["run_config"] == os.path.relpath(run_dir / "config.py", ROOT)
+    assert record["run_config"] == str((run_dir / "config.py").resolve())  # outside the checkout: absolute
     assert "max_iters=6" in (run_dir / "config.py").read_text()
     steps = [step for step, _ in record["loss_curve"]]
     assert steps == sorted(set(steps)) and steps[-1] == 6 and steps[0] == 1
@@ -127,5 +127,4 @@ def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert record["iterations"] == 2 and record["skipped_images"] >= 1
     assert record["skipped_image_files"] == [str(bad)]
-    assert record["run_config"] == os.path.relpath(config, ROOT) and record["work_dir"] == os.path.relpath(
-        config.parent, ROOT)
+    assert record["run_config"] == str(config.resolve()) and record["work_dir"] == str(config.parent.resolve())

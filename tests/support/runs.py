@@ -21,7 +21,10 @@ def kill_at_first_checkpoint(command: list[str], runs: Path, cwd: Path, timeout:
             pointer = found[0]
             break
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the run ended on its own (the assert below says so)
+        pass
     process.wait()
     assert pointer is not None, "the run ended or timed out before writing a checkpoint"
     return pointer
