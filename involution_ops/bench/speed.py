@@ -589,6 +589,28 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds every process on the machine has used, CPU seconds of this process and its
+    children) since boot, on Linux; None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
+
+
+def other_load(start: tuple[float, float] | None, end: tuple[float, float] | None, seconds: float) -> float | None:
+    """Cores that other processes kept busy on average while the benchmark ran: the machine's
+    CPU time minus our own, over the wall time. Unlike the load average, the benchmark's own
+    threads do not count."""
+    if start is None or end is None or seconds <= 0:
+        return None
+    return round(max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / seconds), 2)
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -644,15 +666,21 @@ def _shape(shape: Sequence[int]) -> str:
 def machine_label(data: dict) -> str:
     m = data["machine"]
     load = f"load average {m.get('load_start')} at start, {m.get('load_end')} at end"
+    if m.get("other_load") is not None:
+        load += f", other processes {m['other_load']} cores on average while it ran"
     return (f"{m['device_name']} ({m['device']}; {m['cores']} cores, {m['threads']} torch threads), "
             f"torch {m['torch']}, {m['date']}, {load}")
 
 
 def under_load(data: dict) -> bool:
-    """A CPU run during which the 1-minute load average exceeded 3/4 of the cores."""
+    """A CPU run that other processes shared: on average they kept more than a quarter of a core
+    busy (`other_load`). Files without it fall back to the 1-minute load average exceeding 3/4 of
+    the cores, which counts the benchmark's own threads too."""
     m = data["machine"]
     if not str(m.get("device", "cpu")).startswith("cpu"):
         return False
+    if m.get("other_load") is not None:
+        return m["other_load"] > 0.25
     busy = max((m.get("load_start") or [0])[0], (m.get("load_end") or [0])[0])
     return busy > 0.75 * (m.get("cores") or 1)
 
@@ -758,6 +786,7 @@ def run(models: Sequence[PaperModel], device: str | torch.device = "cpu", repeat
     info = machine(device)
     info["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     info["load_start"] = _loadavg()
+    cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
     data: dict[str, Any] = {
         "schema": SCHEMA,
         "machine": info,
@@ -792,6 +821,7 @@ def run(models: Sequence[PaperModel], device: str | torch.device = "cpu", repeat
         del subject
         gc.collect()
     info["load_end"] = _loadavg()
+    info["other_load"] = other_load(cpu_start, _cpu_seconds(), time.perf_counter() - wall_start)
     return data
 
 
@@ -862,8 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path.unlink(missing_ok=True)
     print(f"wrote {out}" + (f" (the earlier one kept as {kept})" if kept else ""))
     if under_load(data):
-        print(f"WARNING: load average {data['machine']['load_start']} at start, {data['machine']['load_end']} "
-              f"at end on {os.cpu_count()} cores: other jobs shared the CPU; the interleaved ratios mean more "
+        print(f"WARNING: {machine_label(data)}: other jobs shared the CPU; the interleaved ratios mean more "
               "than the absolute times", file=sys.stderr)
     table = render_markdown(data)
     table_path = args.table or out.with_suffix(".md")  # derived from the .json: --render remakes it

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,7 +130,7 @@ def test_json_schema(tiny_result, tmp_path):
     loaded = json.loads(path.read_text())
     assert loaded["schema"] == speed.SCHEMA
     machine = loaded["machine"]
-    for key in ("cpu", "cores", "threads", "torch", "date", "device", "load_start", "load_end"):
+    for key in ("cpu", "cores", "threads", "torch", "date", "device", "load_start", "load_end", "other_load"):
         assert key in machine, key
     assert machine["torch"] == torch.__version__ and machine["threads"] == torch.get_num_threads()
     assert len(machine["load_start"]) == 3 and len(machine["load_end"]) == 3
@@ -217,12 +220,41 @@ def test_markdown_table(tiny_result):
     peak = data["pairs"][0]["training"]["recompute"]["peak_ratio"]
     assert f"- TinyRed training-step peak memory <= TinyRes's: {peak:.2f}x ({'met' if peak <= 1 else 'NOT met'})" in text
     quiet = json.loads(json.dumps(data))
-    quiet["machine"].update(cores=2, load_start=[0.2, 0.3, 0.3], load_end=[1.4, 0.5, 0.4])
+    # the benchmark's own 2 threads raise the load average; only other processes' CPU counts
+    quiet["machine"].update(cores=2, load_start=[0.2, 0.3, 0.3], load_end=[2.4, 1.5, 0.9], other_load=0.1)
     assert "under load" not in speed.render_markdown(quiet)
-    quiet["machine"]["load_end"] = [1.6, 0.5, 0.4]
+    assert "other processes 0.1 cores on average" in speed.render_markdown(quiet)
+    quiet["machine"]["other_load"] = 0.6
     assert "**Measured under load**" in speed.render_markdown(quiet)
+    legacy = json.loads(json.dumps(quiet))  # files written before other_load: the load-average rule
+    del legacy["machine"]["other_load"]
+    legacy["machine"]["load_end"] = [1.4, 0.5, 0.4]
+    assert "under load" not in speed.render_markdown(legacy)
+    legacy["machine"]["load_end"] = [1.6, 0.5, 0.4]
+    assert "**Measured under load**" in speed.render_markdown(legacy)
     with pytest.raises(ValueError, match="rerun `make bench`"):
         speed.render_markdown(dict(data, schema=99))
+
+
+def test_other_load_is_the_machines_cpu_time_minus_our_own():
+    assert speed.other_load((100.0, 10.0), (130.0, 30.0), 10.0) == 1.0
+    assert speed.other_load((100.0, 10.0), (110.0, 21.0), 10.0) == 0.0  # clock granularity: never negative
+    assert speed.other_load(None, (1.0, 1.0), 1.0) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="reads Linux's /proc/stat")
+def test_a_busy_process_beside_the_benchmark_is_seen_as_other_load():
+    """A process that spins one core while we sleep shows up as about one core of other load (at
+    least half of one, whatever else the machine runs); our own work does not."""
+    start, wall = speed._cpu_seconds(), time.perf_counter()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.5)
+        end = speed._cpu_seconds()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert speed.other_load(start, end, time.perf_counter() - wall) >= 0.5
 
 
 def test_fused_conv_bn_matches_the_unfused_model():
