@@ -8,9 +8,11 @@ and the peak extra memory of forward+backward (above the inputs), each case in a
 fresh subprocess. Each case also times a matrix product of the same dtype on the
 same device and threads (the 1x1 convolution of that layer: (N*H*W, C) x (C, C),
 "sgemm" in float32), so the operator's speed is printed as a fraction of what
-this machine's GEMM reaches at the same moment. CPU memory is the peak resident set size (VmHWM, reset before the
-run) minus the resident size before it (glibc told to return freed buffers); CUDA memory is max_memory_allocated
-minus memory_allocated before. Prints a table of ratios against `unfold`.
+this machine's GEMM reaches at the same moment. Times are taken first, with the allocator
+as training has it (freed buffers reused); memory is measured after, in one more run. CPU memory is
+the peak resident set size (VmHWM, reset before the run) minus the resident size before it, with
+glibc then told to map every buffer fresh and return it when freed; CUDA memory is
+max_memory_allocated minus memory_allocated before. Prints a table of ratios against `unfold`.
 
     python scripts/bench_op.py                      # CPU, and CUDA when available
     python scripts/bench_op.py --device cuda --dtype bfloat16
@@ -76,6 +78,20 @@ def _rss_mib(field: str) -> float:
 def _reset_peak_rss() -> None:
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
+
+
+def _glibc_returns_freed_memory() -> None:
+    """From here on glibc maps every buffer over 64 KiB fresh and unmaps it when it is freed, and it
+    gives back what its heap holds now, so the RSS peak of the next run is what that run needs.
+    Set only after the timings: fresh pages cost a page fault and a zero-fill on every call."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peaks may hide memory the heap kept
+        pass
 
 
 def _worker(spec: dict) -> dict:
@@ -149,15 +165,21 @@ def _worker(spec: dict) -> dict:
     def gemm():
         torch.mm(gemm_a, gemm_b)
 
+    runs = [(mode, run) for mode, run in (("fwd", forward), ("fwdbwd", forward_backward))
+            if mode not in spec.get("skip", ())]
     gemm_times = [measure_time(gemm, 0.0)]
     result = {}
-    for mode, run in (("fwd", forward), ("fwdbwd", forward_backward)):
-        if mode in spec.get("skip", ()):
-            continue
-        memory, first = measure_memory(run)
-        result[mode + "_ms"] = measure_time(run, first) * 1000
-        result[mode + "_mib"] = memory
+    for mode, run in runs:
+        sync()
+        start = time.perf_counter()
+        run()  # warm-up; for a long run also its one measurement
+        sync()
+        result[mode + "_ms"] = measure_time(run, time.perf_counter() - start) * 1000
     gemm_times.append(measure_time(gemm, 0.0))
+    if device.type == "cpu":
+        _glibc_returns_freed_memory()
+    for mode, run in runs:
+        result[mode + "_mib"] = measure_memory(run)[0]
     result["gemm_gmacs"] = n * h * w * c * c / min(gemm_times) / 1e9
     result["threads"] = torch.get_num_threads()
     return result
@@ -189,9 +211,6 @@ def _unfold_skips(shape, dtype_bytes: int, device: str, fraction: float) -> tupl
 
 def _run_case(spec: dict, timeout: float) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # a fixed mmap threshold makes glibc return freed buffers at once, so RSS peaks are not hidden
-    # by memory the heap kept from an earlier run in the same process
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     try:
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps(spec)],
