@@ -220,6 +220,23 @@ def test_preflight_category_names_none_of_the_datasets_classes(capsys, toy_coco,
     assert "metainfo.classes" in err and "toy_coco.py" in err
 
 
+def test_categories_outside_the_datasets_classes_are_named_in_a_warning(capsys, fresh_coco):
+    """Some names match (one toy category renamed to a COCO class): mmdet keeps that one and ignores
+    the others' annotations, which the pre-flight says instead of passing in silence."""
+    for split in ("train", "val"):
+        path = fresh_coco / "annotations" / f"instances_{split}2017.json"
+        content = json.loads(path.read_text())
+        content["categories"][0]["name"] = "person"
+        path.write_text(json.dumps(content))
+    args = launcher.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
+                                str(fresh_coco), "--cfg-options", "model.bbox_head.num_classes=3"])
+    job = launcher.select_jobs(args, toy=False)[0]
+    preflight.check_coco(launcher.load_config(job, fresh_coco, args), {})
+    out = capsys.readouterr().out
+    assert "2 of the 3 categories of" in out and "instances_train2017.json" in out
+    assert "not classes of CocoDataset and their annotations are ignored: square, triangle" in out
+
+
 def test_preflight_missing_pretrained(capsys, toy_coco, tmp_path):
     missing = tmp_path / "rednet50.pth"
     code, err = _preflight(capsys, "--data", str(toy_coco), *FIT, f"model.backbone.init_cfg.checkpoint={missing}")
