@@ -43,7 +43,7 @@ def _run(command: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
 
 
 def test_two_process_gloo_run(tmp_path):
-    _run(_command(tmp_path, "--gpus", "2", "--master-port", "29731", iters=2))
+    _run(_command(tmp_path, "--gpus", "2", "--master-port", str(runs.free_port()), iters=2))
     (record,) = _records(tmp_path)
     assert record["world_size"] == 2 and record["iterations"] == 2
     assert record["dataset"] == "toy" and record["name"] == CONFIG

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from support import require
-from support.slurm_cluster import SlurmUnavailable, free_port, slurm_cluster
+from support.runs import free_port
+from support.slurm_cluster import SlurmUnavailable, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launcher  # noqa: E402

@@ -184,7 +184,7 @@ def test_ckpt_evaluation_reproduces_the_recorded_miou(resumed_run):
 @pytest.mark.slow
 def test_two_process_gloo_run_uses_bn_for_syncbn(tmp_path, toy_root):
     """GPUS=2 on a CPU: two gloo processes; the configs' SyncBN (CUDA only) becomes BN, announced."""
-    output = _run(_command(tmp_path, "--gpus", "2", "--master-port", "29767",
+    output = _run(_command(tmp_path, "--gpus", "2", "--master-port", str(runs.free_port()),
                            options=["train_cfg.max_iters=2", "param_scheduler.0.end=2", *TINY]))
     assert "SyncBN -> BN" in output
     (record,) = _records(tmp_path)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .runs import free_port
+
 PACKAGES = ("slurmd", "slurmctld", "slurm-client", "munge")
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "srun", "sinfo", "scancel")
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
@@ -60,13 +62,6 @@ def ensure_installed(timeout: float = 900) -> None:
     if result is None or result.returncode != 0 or _missing_binaries():
         output = (result.stdout + result.stderr)[-1500:] if result is not None else ""
         raise SlurmUnavailable(f"`{' '.join(install)}` failed: {output.strip()}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 25) -> str:
