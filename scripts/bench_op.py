@@ -128,34 +128,31 @@ def _worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def measure_memory(run) -> tuple[float, float]:
+    def timed(run) -> float:
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        return time.perf_counter() - start
+
+    def measure_memory(run) -> float:
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
-            start = time.perf_counter()
-            run()
-            sync()
-            elapsed = time.perf_counter() - start
-            return (torch.cuda.max_memory_allocated(device) - before) / 2**20, elapsed
+            timed(run)
+            return (torch.cuda.max_memory_allocated(device) - before) / 2**20
         before = _rss_mib("VmRSS")
         _reset_peak_rss()
-        start = time.perf_counter()
         run()
-        elapsed = time.perf_counter() - start
-        return _rss_mib("VmHWM") - before, elapsed
+        return _rss_mib("VmHWM") - before
 
     def measure_time(run, first: float) -> float:
         if first > 4 * spec["min_time"]:
             return first  # a long first run is already a fair single measurement
-        times, total = [], 0.0
-        while total < spec["min_time"] and len(times) < spec["max_repeat"]:
-            sync()
-            start = time.perf_counter()
-            run()
-            sync()
-            times.append(time.perf_counter() - start)
-            total += times[-1]
+        times = []
+        while sum(times) < spec["min_time"] and len(times) < spec["max_repeat"]:
+            times.append(timed(run))
         return sorted(times)[len(times) // 2]
 
     # the layer's 1x1 convolution as a GEMM, timed before and after the operator (the machine may be shared)
@@ -170,16 +167,13 @@ def _worker(spec: dict) -> dict:
     gemm_times = [measure_time(gemm, 0.0)]
     result = {}
     for mode, run in runs:
-        sync()
-        start = time.perf_counter()
-        run()  # warm-up; for a long run also its one measurement
-        sync()
-        result[mode + "_ms"] = measure_time(run, time.perf_counter() - start) * 1000
+        first = timed(run)  # warm-up; for a long run also its one measurement
+        result[mode + "_ms"] = measure_time(run, first) * 1000
     gemm_times.append(measure_time(gemm, 0.0))
     if device.type == "cpu":
         _glibc_returns_freed_memory()
     for mode, run in runs:
-        result[mode + "_mib"] = measure_memory(run)[0]
+        result[mode + "_mib"] = measure_memory(run)
     result["gemm_gmacs"] = n * h * w * c * c / min(gemm_times) / 1e9
     result["threads"] = torch.get_num_threads()
     return result

@@ -9,7 +9,6 @@ INVOLUTION_BACKEND environment variable, then the tensors' device.
 from __future__ import annotations
 
 import importlib
-
 import os
 import warnings
 from collections.abc import Sequence
