@@ -25,7 +25,7 @@ BACKENDS = ("reference", "cpu", "cuda")
 ENV_VAR = "INVOLUTION_BACKEND"
 _AUTO = "auto"
 
-IntOrPair = int | tuple[int, int] | Sequence[int]
+IntOrPair = int | tuple[int, int] | list[int]  # types TorchScript also knows
 
 
 def _int_pair(name: str, value: IntOrPair, minimum: int) -> tuple[int, int]:
@@ -108,6 +108,20 @@ def _validate(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) 
         )
 
 
+def _checked(x, weight, stride, padding, dilation) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """The arguments checked (errors naming the problem and the fix) and the sizes as pairs."""
+    stride = _int_pair("stride", stride, 1)
+    padding = _int_pair("padding", padding, 0)
+    dilation = _int_pair("dilation", dilation, 1)
+    if torch.jit.is_tracing():  # sizes are traced tensors there; the checks are about this trace's values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            _validate(x, weight, stride, padding, dilation)
+    else:
+        _validate(x, weight, stride, padding, dilation)
+    return stride, padding, dilation
+
+
 def _requested_backend(backend: str | None, device: torch.device) -> str:
     source = "backend="
     if backend is None:
@@ -138,20 +152,35 @@ def involution(
     x: (N, C, H, W); weight: (N, G, KH, KW, Ho, Wo); zero padding outside the image.
     `backend` (or INVOLUTION_BACKEND) forces one of "reference", "cpu", "cuda".
     """
+    if torch.jit.is_scripting():  # the op validates its inputs and reads INVOLUTION_BACKEND when it runs
+        pairs = _scripted_pair(stride), _scripted_pair(padding), _scripted_pair(dilation)
+        return torch.ops.involution_ops.involution(x, weight, pairs[0], pairs[1], pairs[2], "auto" if backend is None else backend)
+    return _involution(x, weight, stride, padding, dilation, backend)
+
+
+def _scripted_pair(value: IntOrPair) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    if isinstance(value, list):
+        return value
+    return [value[0], value[1]]
+
+
+@torch.jit.unused
+def _involution(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: IntOrPair,
+    padding: IntOrPair,
+    dilation: IntOrPair,
+    backend: str | None,
+) -> torch.Tensor:
     if isinstance(x, torch.fx.Proxy) or isinstance(weight, torch.fx.Proxy):
         # symbolic tracing: record one call (validated when the graph runs) instead of tracing the checks
         tracer = (x if isinstance(x, torch.fx.Proxy) else weight).tracer
         kwargs = dict(stride=stride, padding=padding, dilation=dilation, backend=backend)
         return tracer.create_proxy("call_function", involution, (x, weight), kwargs)
-    stride = _int_pair("stride", stride, 1)
-    padding = _int_pair("padding", padding, 0)
-    dilation = _int_pair("dilation", dilation, 1)
-    if torch.jit.is_tracing():  # sizes are traced tensors there; the checks are about this trace's values
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            _validate(x, weight, stride, padding, dilation)
-    else:
-        _validate(x, weight, stride, padding, dilation)
+    stride, padding, dilation = _checked(x, weight, stride, padding, dilation)
     chosen = _requested_backend(backend, x.device)
     return torch.ops.involution_ops.involution(x, weight, list(stride), list(padding), list(dilation), chosen)
 
@@ -197,6 +226,8 @@ def _fallback(kind: str, reason: str):
 
 
 def _implementation(backend: str, device: torch.device) -> ModuleType | type:
+    # checked again for callers of the op itself (TorchScript): the variable decides "auto"
+    backend = _requested_backend(None if backend == _AUTO else backend, device)
     if backend == "reference":
         return _ReferenceBackend
     for name in ("cpu", "cuda"):
@@ -242,8 +273,10 @@ _backward_weight_op = torch.ops.involution_ops.involution_backward_weight.defaul
 
 
 def _forward_kernel(x, weight, stride, padding, dilation, backend):
+    # checked again here for callers of the op itself (TorchScript, saved graphs): no kernel sees bad sizes
+    stride, padding, dilation = _checked(x, weight, list(stride), list(padding), list(dilation))
     impl = _implementation(backend, x.device)
-    return impl.forward(x, weight, tuple(stride), tuple(padding), tuple(dilation)).contiguous()
+    return impl.forward(x, weight, stride, padding, dilation).contiguous()
 
 
 def _backward_input_kernel(grad_out, weight, input_size, stride, padding, dilation, backend):
