@@ -14,6 +14,7 @@ from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 
 import involution_ops.ops.functional as functional
 from involution_ops import Involution, involution
+from involution_ops.ops import cuda
 from involution_ops.ops.reference import involution_reference
 
 STRIDE, PADDING, DILATION = 2, 2, 2  # (1, 4, 6, 5) input, 3x3 kernel: a 3x3 output
@@ -30,12 +31,24 @@ def _reference(x, weight):
     return involution_reference(x, weight, STRIDE, PADDING, DILATION)
 
 
-@pytest.fixture(params=["reference", "cpu"])
+def _gpu_unavailable() -> str | None:
+    if not torch.cuda.is_available():
+        return "needs a CUDA device"
+    return cuda.load_error()
+
+
+@pytest.fixture(params=["reference", "cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def op(request):
-    """involution with this backend (the stride, padding and dilation above)."""
-    if request.param == "cpu":
+    """involution with this backend (the stride, padding and dilation above), on CPU tensors
+    (moved to the GPU and back for "cuda": both moves are differentiable in every mode)."""
+    backend = request.param
+    if backend == "cpu":
         request.getfixturevalue("cpu_kernel")
-    return lambda x, weight: involution(x, weight, STRIDE, PADDING, DILATION, backend=request.param)
+    if backend == "cuda":
+        if _gpu_unavailable() is not None:
+            pytest.skip(_gpu_unavailable())
+        return lambda x, weight: involution(x.cuda(), weight.cuda(), STRIDE, PADDING, DILATION, backend="cuda").cpu()
+    return lambda x, weight: involution(x, weight, STRIDE, PADDING, DILATION, backend=backend)
 
 
 def _assert_all_close(actual, expected):
