@@ -215,3 +215,17 @@ def test_scripted_function_validates_and_honours_the_backend_variable(monkeypatc
     with pytest.raises(Exception, match=r"INVOLUTION_BACKEND='fast' is not a backend"):
         _scripted_call(x, weight)
 
+
+
+def test_torch_compile_of_transforms_matches_reference(op):
+    x, weight = _inputs()
+    x_t, weight_t = _inputs(seed=1)
+    transforms = {
+        "jvp": lambda f: jvp(f, (x, weight), (x_t, weight_t))[1],
+        "vmap": lambda f: vmap(f, in_dims=(0, None))(torch.stack([x, x_t]), weight),
+        "grad of grad": lambda f: grad(lambda a: grad(lambda b: f(b, weight).pow(2).sum())(a).pow(2).sum())(x),
+    }
+    for name, transform in transforms.items():
+        torch._dynamo.reset()
+        actual = torch.compile(lambda: transform(op), fullgraph=True)()
+        torch.testing.assert_close(actual, transform(_reference), rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
