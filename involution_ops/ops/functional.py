@@ -153,8 +153,9 @@ def involution(
     `backend` (or INVOLUTION_BACKEND) forces one of "reference", "cpu", "cuda".
     """
     if torch.jit.is_scripting():  # the op validates its inputs and reads INVOLUTION_BACKEND when it runs
-        pairs = _scripted_pair(stride), _scripted_pair(padding), _scripted_pair(dilation)
-        return torch.ops.involution_ops.involution(x, weight, pairs[0], pairs[1], pairs[2], "auto" if backend is None else backend)
+        chosen = "auto" if backend is None else backend
+        stride, padding, dilation = _scripted_pair(stride), _scripted_pair(padding), _scripted_pair(dilation)
+        return torch.ops.involution_ops.involution(x, weight, stride, padding, dilation, chosen)
     return _involution(x, weight, stride, padding, dilation, backend)
 
 
