@@ -92,6 +92,23 @@ def test_forward_ad_dual_tensors_match_reference(op):
             _assert_all_close((actual.primal, actual.tangent), (expected.primal, expected.tangent))
 
 
+
+def test_forward_over_reverse_hessian_vector_product_matches_reference(op):
+    """The tangent of a gradient (torch.autograd.functional.hvp's method): forward mode through the backward ops."""
+    x, weight = _inputs()
+    x_t, weight_t = _inputs(seed=1)
+
+    def hvp(f):
+        with fwAD.dual_level():
+            dual_x = fwAD.make_dual(x, x_t).requires_grad_()
+            dual_weight = fwAD.make_dual(weight, weight_t).requires_grad_()
+            grads = torch.autograd.grad(f(dual_x, dual_weight).pow(2).sum(), (dual_x, dual_weight), create_graph=True)
+            return [fwAD.unpack_dual(g).tangent for g in grads]
+
+    actual = hvp(op)
+    assert all(t is not None for t in actual)
+    _assert_all_close(actual, hvp(_reference))
+
 def test_jacfwd_and_jacrev_match_reference(op):
     x, weight = _inputs()
     expected = jacrev(_reference, argnums=(0, 1))(x, weight)
