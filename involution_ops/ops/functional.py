@@ -407,6 +407,8 @@ class _Bilinear(torch.autograd.function._SingleLevelFunction):
 
 
 def _needs_autograd(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """A gradient to record, a forward-AD level open (dual tensors, which do not require grad),
+    or a torch.func transform active: otherwise the kernel runs with no autograd overhead."""
     return (
         (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
         or (torch._C._is_fwd_grad_enabled() and torch.autograd.forward_ad._current_level >= 0)
