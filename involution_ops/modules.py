@@ -145,6 +145,20 @@ class Involution(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._scripted_forward(x)
+        return self._eager_forward(x)
+
+    def _scripted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The TorchScript path: the registered op directly (no kernel-map recomputation in
+        training); the backend is chosen when it runs (INVOLUTION_BACKEND, else the device)."""
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"Involution expects input (N, {self.channels}, H, W), got {x.shape}")
+        s, p, d = self.stride, self.padding, self.dilation
+        return torch.ops.involution_ops.involution(x, self.kernel(x), [s, s], [p, p], [d, d], "auto")
+
+    @torch.jit.unused
+    def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
         tracing = _tracing()
         if not tracing and (x.dim() != 4 or x.shape[1] != self.channels):
             raise ValueError(

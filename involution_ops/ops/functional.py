@@ -1,6 +1,7 @@
 """The public `involution` function: validation, the one dispatch point and the
 `torch.library` registration that makes compile / fx / jit / FlopCounterMode see
-a single `involution_ops::involution` op.
+a single `involution_ops::involution` op, with reverse- and forward-mode autograd
+of any order, torch.func transforms and vmap on the backends' own kernels.
 
 Backends: `reference` (plain PyTorch, any device), `cpu` (compiled C++ kernel),
 `cuda` (CuPy kernels). Selection order: the `backend=` argument, then the
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import torch
+from torch._functorch.utils import enable_single_level_autograd_function
 from torch.utils.flop_counter import register_flop_formula
 
 from . import reference
@@ -23,7 +25,7 @@ BACKENDS = ("reference", "cpu", "cuda")
 ENV_VAR = "INVOLUTION_BACKEND"
 _AUTO = "auto"
 
-IntOrPair = int | tuple[int, int] | Sequence[int]
+IntOrPair = int | tuple[int, int] | list[int]  # types TorchScript also knows
 
 
 def _int_pair(name: str, value: IntOrPair, minimum: int) -> tuple[int, int]:
@@ -106,6 +108,20 @@ def _validate(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation) 
         )
 
 
+def _checked(x, weight, stride, padding, dilation) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """The arguments checked (errors naming the problem and the fix) and the sizes as pairs."""
+    stride = _int_pair("stride", stride, 1)
+    padding = _int_pair("padding", padding, 0)
+    dilation = _int_pair("dilation", dilation, 1)
+    if torch.jit.is_tracing():  # sizes are traced tensors there; the checks are about this trace's values
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            _validate(x, weight, stride, padding, dilation)
+    else:
+        _validate(x, weight, stride, padding, dilation)
+    return stride, padding, dilation
+
+
 def _requested_backend(backend: str | None, device: torch.device) -> str:
     source = "backend="
     if backend is None:
@@ -136,20 +152,36 @@ def involution(
     x: (N, C, H, W); weight: (N, G, KH, KW, Ho, Wo); zero padding outside the image.
     `backend` (or INVOLUTION_BACKEND) forces one of "reference", "cpu", "cuda".
     """
+    if torch.jit.is_scripting():  # the op validates its inputs and reads INVOLUTION_BACKEND when it runs
+        chosen = "auto" if backend is None else backend
+        stride, padding, dilation = _scripted_pair(stride), _scripted_pair(padding), _scripted_pair(dilation)
+        return torch.ops.involution_ops.involution(x, weight, stride, padding, dilation, chosen)
+    return _involution(x, weight, stride, padding, dilation, backend)
+
+
+def _scripted_pair(value: IntOrPair) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    if isinstance(value, list):
+        return value
+    return [value[0], value[1]]
+
+
+@torch.jit.unused
+def _involution(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: IntOrPair,
+    padding: IntOrPair,
+    dilation: IntOrPair,
+    backend: str | None,
+) -> torch.Tensor:
     if isinstance(x, torch.fx.Proxy) or isinstance(weight, torch.fx.Proxy):
         # symbolic tracing: record one call (validated when the graph runs) instead of tracing the checks
         tracer = (x if isinstance(x, torch.fx.Proxy) else weight).tracer
         kwargs = dict(stride=stride, padding=padding, dilation=dilation, backend=backend)
         return tracer.create_proxy("call_function", involution, (x, weight), kwargs)
-    stride = _int_pair("stride", stride, 1)
-    padding = _int_pair("padding", padding, 0)
-    dilation = _int_pair("dilation", dilation, 1)
-    if torch.jit.is_tracing():  # sizes are traced tensors there; the checks are about this trace's values
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            _validate(x, weight, stride, padding, dilation)
-    else:
-        _validate(x, weight, stride, padding, dilation)
+    stride, padding, dilation = _checked(x, weight, stride, padding, dilation)
     chosen = _requested_backend(backend, x.device)
     return torch.ops.involution_ops.involution(x, weight, list(stride), list(padding), list(dilation), chosen)
 
@@ -195,6 +227,8 @@ def _fallback(kind: str, reason: str):
 
 
 def _implementation(backend: str, device: torch.device) -> ModuleType | type:
+    # checked again for callers of the op itself (TorchScript): the variable decides "auto"
+    backend = _requested_backend(None if backend == _AUTO else backend, device)
     if backend == "reference":
         return _ReferenceBackend
     for name in ("cpu", "cuda"):
@@ -209,46 +243,50 @@ def _implementation(backend: str, device: torch.device) -> ModuleType | type:
 
 
 # --------------------------------------------------------------------------- torch.library
+#
+# Three ops: the forward and its two gradients. Each is bilinear in its two tensor
+# arguments, and each one's derivatives are the other ops, so all of autograd (any
+# order), forward-mode AD and the torch.func transforms run on the fast kernels:
+#   y = involution(x, w)             dx = backward_input(dy, w)   dw = backward_weight(dy, x)
+#   y = backward_input(g, w)         dg = involution(dy, w)        dw = backward_weight(g, dy)
+#   y = backward_weight(g, x)        dg = involution(x, dy)        dx = backward_input(g, dy)
+# and the tangent of any of them is op(a_t, b) + op(a, b_t).
+# The ops are defined with the low-level torch.library API rather than `custom_op` because
+# `custom_op`'s autograd kernel has no forward-mode rule and no functorch support (setup_context).
 
-@torch.library.custom_op("involution_ops::involution", mutates_args=())
-def _involution_op(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    backend: str,
-) -> torch.Tensor:
+_lib = torch.library.Library("involution_ops", "DEF")
+_SCHEMAS = {
+    "involution": "(Tensor x, Tensor weight, SymInt[] stride, SymInt[] padding, SymInt[] dilation, str backend)",
+    "involution_backward_input": (
+        "(Tensor grad_out, Tensor weight, SymInt[] input_size, SymInt[] stride, SymInt[] padding, "
+        "SymInt[] dilation, str backend)"
+    ),
+    "involution_backward_weight": (
+        "(Tensor grad_out, Tensor x, SymInt[] kernel_size, SymInt groups, SymInt[] stride, SymInt[] padding, "
+        "SymInt[] dilation, str backend)"
+    ),
+}
+for _name, _arguments in _SCHEMAS.items():
+    _lib.define(_name + _arguments + " -> Tensor", tags=(torch.Tag.pt2_compliant_tag,))
+_forward_op = torch.ops.involution_ops.involution.default
+_backward_input_op = torch.ops.involution_ops.involution_backward_input.default
+_backward_weight_op = torch.ops.involution_ops.involution_backward_weight.default
+
+
+def _forward_kernel(x, weight, stride, padding, dilation, backend):
+    # checked again here for callers of the op itself (TorchScript, saved graphs): no kernel sees bad sizes
+    stride, padding, dilation = _checked(x, weight, list(stride), list(padding), list(dilation))
     impl = _implementation(backend, x.device)
-    return impl.forward(x, weight, tuple(stride), tuple(padding), tuple(dilation)).contiguous()
+    return impl.forward(x, weight, stride, padding, dilation).contiguous()
 
 
-@torch.library.custom_op("involution_ops::involution_backward_input", mutates_args=())
-def _backward_input_op(
-    grad_out: torch.Tensor,
-    weight: torch.Tensor,
-    input_size: Sequence[int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    backend: str,
-) -> torch.Tensor:
+def _backward_input_kernel(grad_out, weight, input_size, stride, padding, dilation, backend):
     impl = _implementation(backend, grad_out.device)
     result = impl.backward_input(grad_out, weight, tuple(input_size), tuple(stride), tuple(padding), tuple(dilation))
     return result.contiguous()
 
 
-@torch.library.custom_op("involution_ops::involution_backward_weight", mutates_args=())
-def _backward_weight_op(
-    grad_out: torch.Tensor,
-    x: torch.Tensor,
-    kernel_size: Sequence[int],
-    groups: int,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    backend: str,
-) -> torch.Tensor:
+def _backward_weight_kernel(grad_out, x, kernel_size, groups, stride, padding, dilation, backend):
     impl = _implementation(backend, grad_out.device)
     result = impl.backward_weight(
         grad_out, x, tuple(kernel_size), groups, tuple(stride), tuple(padding), tuple(dilation)
@@ -256,45 +294,151 @@ def _backward_weight_op(
     return result.contiguous()
 
 
-@_involution_op.register_fake
+@torch.library.register_fake(_forward_op)
 def _(x, weight, stride, padding, dilation, backend):
     n, c = x.shape[:2]
     ho, wo = weight.shape[-2:]
     return x.new_empty((n, c, ho, wo))
 
 
-@_backward_input_op.register_fake
+@torch.library.register_fake(_backward_input_op)
 def _(grad_out, weight, input_size, stride, padding, dilation, backend):
     n, c = grad_out.shape[:2]
     return grad_out.new_empty((n, c, input_size[0], input_size[1]))
 
 
-@_backward_weight_op.register_fake
+@torch.library.register_fake(_backward_weight_op)
 def _(grad_out, x, kernel_size, groups, stride, padding, dilation, backend):
     n, _, ho, wo = grad_out.shape
     return grad_out.new_empty((n, groups, kernel_size[0], kernel_size[1], ho, wo))
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, stride, padding, dilation, backend = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.params = (list(stride), list(padding), list(dilation), backend)
+def _input_gradient(grad_out, weight, x, conv):
+    return _backward_input_op(grad_out, weight, list(x.shape[-2:]), *conv)
 
 
-def _backward(ctx, grad_out):
-    x, weight = ctx.saved_tensors
-    stride, padding, dilation, backend = ctx.params
-    grad_x = grad_weight = None
-    if ctx.needs_input_grad[0]:
-        grad_x = _backward_input_op(grad_out, weight, list(x.shape[-2:]), stride, padding, dilation, backend)
-    if ctx.needs_input_grad[1]:
-        grad_weight = _backward_weight_op(
-            grad_out, x, list(weight.shape[2:4]), weight.shape[1], stride, padding, dilation, backend
-        )
-    return grad_x, grad_weight, None, None, None, None
+def _weight_gradient(grad_out, x, weight, conv):
+    return _backward_weight_op(grad_out, x, list(weight.shape[2:4]), weight.shape[1], *conv)
 
 
-_involution_op.register_autograd(_backward, setup_context=_setup_context)
+# Each rule: (grad of the op's output, its two tensor inputs, its other arguments, which
+# input gradients are needed) -> the two input gradients. The last four arguments of every
+# op are (stride, padding, dilation, backend).
+def _vjp_forward(grad, x, weight, params, needs):
+    conv = params[-4:]
+    return (
+        _input_gradient(grad, weight, x, conv) if needs[0] else None,
+        _weight_gradient(grad, x, weight, conv) if needs[1] else None,
+    )
+
+
+def _vjp_backward_input(grad, grad_out, weight, params, needs):
+    conv = params[-4:]
+    return (
+        _forward_op(grad, weight, *conv) if needs[0] else None,
+        _weight_gradient(grad_out, grad, weight, conv) if needs[1] else None,
+    )
+
+
+def _vjp_backward_weight(grad, grad_out, x, params, needs):
+    conv = params[-4:]
+    return (
+        _forward_op(x, grad, *conv) if needs[0] else None,
+        _input_gradient(grad_out, grad, x, conv) if needs[1] else None,
+    )
+
+
+_VJPS = {_forward_op: _vjp_forward, _backward_input_op: _vjp_backward_input, _backward_weight_op: _vjp_backward_weight}
+
+
+def _batched(op, batch_size, in_dims, a, b, params):
+    """op over a vmapped batch: the vmap dimension is folded into the ops' own batch dimension N."""
+
+    def fold(tensor, dim):
+        tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(batch_size, *tensor.shape)
+        return tensor.reshape(-1, *tensor.shape[2:])
+
+    out = op(fold(a, in_dims[0]), fold(b, in_dims[1]), *params)
+    return out.reshape(batch_size, -1, *out.shape[1:]), 0
+
+
+def _below_autograd(op, keyset, a, b, params):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.redispatch(keyset & torch._C._after_autograd_keyset, a, b, *params)
+
+
+class _Bilinear(torch.autograd.function._SingleLevelFunction):
+    """Autograd of the three ops (reverse and forward mode), made of the ops themselves.
+
+    Applied from the ops' Autograd kernel, where a built-in op's derivative formulas run:
+    under a torch.func transform it sees that transform level's wrapped tensors only (as
+    functorch's own single-level Functions do), and vmap reaches the ops' batching rule.
+    """
+
+    @staticmethod
+    def forward(op, dispatch, a, b, *params):
+        keyset, grad_enabled, fwd_grad_enabled = dispatch
+        # apply() turned both grad modes off; an outer torch.func level below needs them as they were
+        with torch.set_grad_enabled(grad_enabled), torch.autograd.forward_ad._set_fwd_grad_enabled(fwd_grad_enabled):
+            return _below_autograd(op, keyset, a, b, params)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        op, _dispatch, a, b, *params = inputs
+        ctx.op, ctx.params = op, params
+        ctx.save_for_backward(a, b)
+        ctx.save_for_forward(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a, grad_b = _VJPS[ctx.op](grad, a, b, ctx.params, ctx.needs_input_grad[2:4])
+        return None, None, grad_a, grad_b, *(None for _ in ctx.params)
+
+    @staticmethod
+    def jvp(ctx, _op_tangent, _dispatch_tangent, a_tangent, b_tangent, *_param_tangents):
+        a, b = ctx.saved_tensors
+        terms = []
+        if a_tangent is not None:
+            terms.append(ctx.op(a_tangent, b, *ctx.params))
+        if b_tangent is not None:
+            terms.append(ctx.op(a, b_tangent, *ctx.params))
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def _needs_autograd(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """A gradient to record, a forward-AD level open (dual tensors, which do not require grad),
+    or a torch.func transform active: otherwise the kernel runs with no autograd overhead."""
+    return (
+        (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+        or (torch._C._is_fwd_grad_enabled() and torch.autograd.forward_ad._current_level >= 0)
+        or torch._C._are_functorch_transforms_active()
+    )
+
+
+def _register(op, kernel) -> None:
+    name = op._schema.name.split("::")[1]
+    _lib.impl(name, kernel, "CompositeExplicitAutograd")
+
+    def autograd_kernel(keyset, a, b, *params):
+        if _needs_autograd(a, b):
+            dispatch = (keyset, torch.is_grad_enabled(), torch._C._is_fwd_grad_enabled())
+            with enable_single_level_autograd_function():
+                return _Bilinear.apply(op, dispatch, a, b, *params)
+        return _below_autograd(op, keyset, a, b, params)
+
+    _lib.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    torch.library.register_vmap(
+        op, lambda info, in_dims, a, b, *params: _batched(op, info.batch_size, in_dims[:2], a, b, params), lib=_lib
+    )
+
+
+for _op, _kernel in (
+    (_forward_op, _forward_kernel),
+    (_backward_input_op, _backward_input_kernel),
+    (_backward_weight_op, _backward_weight_kernel),
+):
+    _register(_op, _kernel)
 
 
 def _register_autocast(device_type: str) -> None:
@@ -306,12 +450,11 @@ def _register_autocast(device_type: str) -> None:
         with torch.autocast(device_type, enabled=False):
             if x.device.type == device_type:
                 x, weight = x.to(dtype), weight.to(dtype)
-            return _involution_op(x, weight, stride, padding, dilation, backend)
+            return _forward_op(x, weight, stride, padding, dilation, backend)
 
-    _autocast_lib.impl("involution", kernel, dispatch_key)
+    _lib.impl("involution", kernel, dispatch_key)
 
 
-_autocast_lib = torch.library.Library("involution_ops", "FRAGMENT")
 for _device_type in ("cpu", "cuda"):
     _register_autocast(_device_type)
 
