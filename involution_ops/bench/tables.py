@@ -674,7 +674,7 @@ def make_tables(runs_dir: Path, complexity_path: Path, paper_path: Path, out: Pa
     text = render(paper, results, warnings, plot_link, loss_plots, runs_dir)
     if speed_path is not None and Path(speed_path).is_file():
         try:
-            from .speed import render_markdown
+            from .speed.report import render_markdown
 
             text = text.rstrip("\n") + "\n\n" + render_markdown(Path(speed_path)).rstrip("\n") + "\n"
         except (OSError, ValueError, KeyError) as error:

@@ -1,0 +1,38 @@
+"""Cells of the generated markdown tables, with one spelling of "no value"."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+NO_VALUE = "—"
+"""What every generated table shows where a figure is missing, failed or not measured."""
+
+
+def number(value: Any) -> float | None:
+    """`value` as a float when it is a finite int or float (not a bool); None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def fmt(value: float | None, digits: int) -> str:
+    """`value` with `digits` decimals; NO_VALUE when missing or not finite."""
+    return NO_VALUE if number(value) is None else f"{value:.{digits}f}"
+
+
+def fmt_grouped(value: float | None, digits: int = 1) -> str:
+    """As `fmt`, with thousands separators."""
+    return NO_VALUE if number(value) is None else f"{value:,.{digits}f}"
+
+
+def fmt_signed(value: float | None, digits: int) -> str:
+    """A difference with its sign; a value that rounds to zero is +0."""
+    if number(value) is None:
+        return NO_VALUE
+    value = 0.0 if round(value, digits) == 0 else value
+    return f"{value:+.{digits}f}"
+
+
+def fmt_ratio(value: float | None, digits: int = 2) -> str:
+    """A ratio as `0.81x`."""
+    return NO_VALUE if number(value) is None else f"{value:.{digits}f}x"
