@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from .io import markdown_table
 
 NO_VALUE = "—"
 """What every generated table shows where a figure is missing, failed or not measured."""
@@ -36,3 +39,15 @@ def fmt_signed(value: float | None, digits: int) -> str:
 def fmt_ratio(value: float | None, digits: int = 2) -> str:
     """A ratio as `0.81x`."""
     return NO_VALUE if number(value) is None else f"{value:.{digits}f}x"
+
+
+def table_of_rows(headers: Sequence[str], rows: Iterable[Mapping[str, str]], left: int = 1) -> str:
+    """A markdown table whose rows are given by column name; a column a row leaves out is empty.
+    A row naming a column the table does not have is an error (a header renamed on one side only)."""
+    lines = []
+    for row in rows:
+        unknown = [key for key in row if key not in headers]
+        if unknown:
+            raise ValueError(f"row names column(s) {unknown} that the table lacks; its columns: {list(headers)}")
+        lines.append([row.get(header, "") for header in headers])
+    return markdown_table(headers, lines, left=left)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..cells import fmt_grouped, fmt_ratio
-from ..io import markdown_table
+from ..cells import fmt_grouped, fmt_ratio, table_of_rows
 from .pairs import shape_label
 
 SCHEMA = 1
@@ -68,10 +67,6 @@ def _failed(headers: tuple[str, ...], cells: dict[str, str], error: str) -> dict
     return {**cells, first: f"failed: {error}"}
 
 
-def _table(headers: tuple[str, ...], rows: list[dict[str, str]]) -> str:
-    return markdown_table(headers, [[row.get(h, "") for h in headers] for row in rows], left=4)
-
-
 def inference_rows(data: dict) -> list[dict[str, str]]:
     rows = []
     for pair in data["pairs"]:
@@ -128,14 +123,14 @@ def render_markdown(data: dict | Path) -> str:
         "",
         "### Inference",
         "",
-        _table(INFERENCE_HEADERS, inference_rows(data)),
+        table_of_rows(INFERENCE_HEADERS, inference_rows(data), left=4),
     ]
     training = training_rows(data)
     if training:
         lines += ["", "### Training step (forward, loss, backward, SGD step)", "",
                   ("Kernel map: `recompute` regenerates each involution's kernel map in backward (the default, "
                    "less memory); `keep` stores it (more memory, no second kernel generation)."), "",
-                  _table(TRAINING_HEADERS, training)]
+                  table_of_rows(TRAINING_HEADERS, training, left=4)]
     targets = target_lines(data)
     if targets:
         lines += ["", "Targets (ratios as measured above):", "", *(f"- {line}" for line in targets)]
