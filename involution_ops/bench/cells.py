@@ -41,6 +41,12 @@ def fmt_ratio(value: float | None, digits: int = 2) -> str:
     return NO_VALUE if number(value) is None else f"{value:.{digits}f}x"
 
 
+def error_summary(error: BaseException) -> str:
+    """A failed measurement as a table cell or record field: the error's type and first line."""
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
 def table_of_rows(headers: Sequence[str], rows: Iterable[Mapping[str, str]], left: int = 1) -> str:
     """A markdown table whose rows are given by column name; a column a row leaves out is empty.
     A row naming a column the table does not have is an error (a header renamed on one side only)."""

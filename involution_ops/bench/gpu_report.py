@@ -63,10 +63,12 @@ def _with_totals(rows: list[dict]) -> list[dict]:
 
 
 def operator_rows(rows: list[dict], bandwidth: float | None) -> list[dict[str, str]]:
+    rows = _with_totals(rows)
+    fastest = {r["layer"]: r for r in rows if r["implementation"] == FASTEST
+               and r.get("forward_s") is not None and r.get("backward_s") is not None}
     cells = []
-    for r in _with_totals(rows):
-        fastest = next((f for f in _with_totals(rows) if f["layer"] == r["layer"] and f["implementation"] == FASTEST
-                        and f.get("forward_s") is not None and f.get("backward_s") is not None), None)
+    for r in rows:
+        fast = fastest.get(r["layer"])
         both = None if r.get("forward_s") is None or r.get("backward_s") is None else r["forward_s"] + r["backward_s"]
         bounds = [None if not bandwidth or r.get(key) is None else r[key] / bandwidth
                   for key in ("forward_bytes", "backward_bytes")]
@@ -76,8 +78,8 @@ def operator_rows(rows: list[dict], bandwidth: float | None) -> list[dict[str, s
             f"{r['channels']} x {r['size']} x {r['size']}, {r['stride']}",
             "Implementation": r["implementation"], "Forward µs": _us(r.get("forward_s")),
             "Backward µs": _us(r.get("backward_s")),
-            f"Fwd+bwd vs {FASTEST}": fmt_ratio(None if both is None or fastest is None
-                                              else both / (fastest["forward_s"] + fastest["backward_s"])),
+            f"Fwd+bwd vs {FASTEST}": fmt_ratio(None if both is None or fast is None
+                                              else both / (fast["forward_s"] + fast["backward_s"])),
             "Forward bound µs": _us(bounds[0]), "Backward bound µs": _us(bounds[1]),
             "Forward / bound": fmt_ratio(None if bounds[0] is None or r.get("forward_s") is None
                                          else r["forward_s"] / bounds[0], 1),

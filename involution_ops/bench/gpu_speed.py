@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from involution_ops import involution_reference
 from involution_ops.ops.unfold import involution_unfold
 
+from .cells import error_summary
+
 KERNEL = 7
 GROUP_CHANNELS = 16
 
@@ -253,7 +255,7 @@ def measure_operators(device: torch.device | str, layers: Sequence[Layer] = REDN
                                                    warmup, repeats)
                 row["note"] = ""
             except Exception as error:  # noqa: BLE001 - a failing implementation is a row, not the end of the run
-                row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+                row["note"] = f"failed: {error_summary(error)}"
             log(f"  {layer.name:15s} {impl.name:48s} " + (row["note"] or
                 f"forward {row['forward_s'] * 1e6:9.1f} us, backward {row['backward_s'] * 1e6:9.1f} us"))
             rows.append(row)
@@ -322,7 +324,7 @@ def measure_training(device: torch.device | str, batch: int = 32, size: int = 22
             except ImportError as error:
                 row["note"] = f"not available: {error}"
             except Exception as error:  # noqa: BLE001 - one model failing is a row
-                row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+                row["note"] = f"failed: {error_summary(error)}"
             log(f"  {name:28s} {precision:18s} " + (row["note"] or f"{row['step_s'] * 1e3:8.1f} ms"))
             rows.append(row)
             step = None  # frees the model before the next one is built

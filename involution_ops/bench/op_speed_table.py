@@ -57,6 +57,7 @@ def table_rows(rows: Sequence[dict], dtype: str) -> list[dict[str, str]]:
         base = unfold.get((r["device"], r["shape"]), {})
         is_unfold = r["backend"] == "unfold"
         share = r.get("fwdbwd_gemm_share")
+        memory = memory_share(r.get("fwdbwd_mib"), base.get("fwdbwd_mib"))
         cells.append({
             "device": r["device"], "shape": r["shape"], "backend": r["backend"],
             "GMAC": _fmt(r.get("fwd_gmac"), "{:.3f}"), "fwd ms": _fmt(r.get("fwd_ms")),
@@ -67,9 +68,7 @@ def table_rows(rows: Sequence[dict], dtype: str) -> list[dict[str, str]]:
             "fwd speed-up": "1.0x" if is_unfold else _fmt(speedup(base.get("fwd_ms"), r.get("fwd_ms")), "{:.1f}x"),
             "fwd+bwd speed-up": "1.0x" if is_unfold else _fmt(speedup(base.get("fwdbwd_ms"), r.get("fwdbwd_ms")),
                                                                 "{:.1f}x"),
-            "memory": "100%" if is_unfold else _fmt(
-                None if memory_share(r.get("fwdbwd_mib"), base.get("fwdbwd_mib")) is None
-                else 100 * memory_share(r.get("fwdbwd_mib"), base.get("fwdbwd_mib")), "{:.1f}%"),
+            "memory": "100%" if is_unfold else _fmt(None if memory is None else 100 * memory, "{:.1f}%"),
             "note": r.get("note", ""),
         })
     return cells

@@ -55,7 +55,8 @@ def measured():
 
 @pytest.mark.slow
 def test_a_row_per_backend_the_device_runs_with_times_memory_and_gemm(measured):
-    assert [(r["shape"], r["backend"]) for r in measured] == [(s, b) for s in TINY for b in ("unfold", "reference", "cpu")]
+    expected = [(shape, backend) for shape in TINY for backend in ("unfold", "reference", "cpu")]
+    assert [(r["shape"], r["backend"]) for r in measured] == expected
     for row in measured:
         assert row["note"] == "", row
         assert row["fwd_ms"] > 0 and row["fwdbwd_ms"] > 0 and row["gemm_gmacs"] > 0

@@ -238,9 +238,11 @@ def test_markdown_table(tiny_result):
 
 
 def test_other_load_is_the_machines_cpu_time_minus_our_own():
-    assert environment.other_load(environment.CpuClock(100.0, 10.0), environment.CpuClock(130.0, 30.0), 10.0) == 1.0
-    assert environment.other_load(environment.CpuClock(100.0, 10.0), environment.CpuClock(110.0, 21.0), 10.0) == 0.0  # clock granularity: never negative
-    assert environment.other_load(None, environment.CpuClock(1.0, 1.0), 1.0) is None
+    clock = environment.CpuClock
+    assert environment.other_load(clock(100.0, 10.0), clock(130.0, 30.0), 10.0) == 1.0
+    # clock granularity: never negative
+    assert environment.other_load(clock(100.0, 10.0), clock(110.0, 21.0), 10.0) == 0.0
+    assert environment.other_load(None, clock(1.0, 1.0), 1.0) is None
 
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="reads Linux's /proc/stat")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cells import fmt_ratio
+from ..cells import error_summary, fmt_ratio
 from .builders import BuiltModel
 from .memory import PeakMemory
 from .timing import Timer, interleave, ratio, summarise, wall_and_cpu_timer
@@ -76,10 +76,6 @@ def _has_involution(model: nn.Module) -> bool:
     return any(isinstance(m, Involution) for m in model.modules())
 
 
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-
-
 def measure_pair(model: BuiltModel, baseline: BuiltModel, device: torch.device, repeats: int, warmup: int,
                  inference_options: Sequence[str] = INFERENCE_OPTIONS, train: bool = True,
                  timer: Timer | None = None, log: Callable[[str], None] = print) -> dict:
@@ -115,7 +111,7 @@ def measure_pair(model: BuiltModel, baseline: BuiltModel, device: torch.device, 
                         entry[key]["peak_mib"] = memory.mib
             entry["ratio"] = ratio(entry["model"]["median_ms"], entry["baseline"]["median_ms"])
         except Exception as exc:  # one option failing (e.g. compile on this platform) is a result, not a crash
-            entry = {"error": _error(exc)}
+            entry = {"error": error_summary(exc)}
         log(f"  inference {option:14s} {_describe(entry)}")
         result["inference"][option] = entry
         variants = None
@@ -161,7 +157,7 @@ def _measure_training(model: BuiltModel, baseline: BuiltModel, device: torch.dev
                              "peak_ratio": ratio(stats["peak_mib"], base["peak_mib"])}
             log(f"  training  {option:14s} {_describe(entry[option])}")
     except Exception as exc:
-        entry = {"error": _error(exc)}
+        entry = {"error": error_summary(exc)}
         log(f"  training  {_describe(entry)}")
     finally:
         _set_recompute(model.model, True)
