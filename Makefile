@@ -97,5 +97,5 @@ bench: setup ## every paper model vs its ResNet baseline: latency, images/s, tra
 bench-models: setup ## the RetinaNet RedNet-50 / ResNet-50 pair of `make bench` alone -> results/speed-retinanet.json
 	$(PY) scripts/bench_speed.py --models retinanet_red50_fpn_1x_coco --out results/speed-retinanet.json $(BENCH_OPTS)
 
-gpu-check: ## on a CUDA machine: CUDA kernels against the reference in every dtype, then bench-op
-	bash scripts/gpu_check.sh
+gpu-check: setup ## on a CUDA machine: every involution implementation and a RedNet-50 training step timed -> results/gpu.md, then the CUDA kernel tests
+	PYTHON='$(PY)' bash scripts/gpu_check.sh

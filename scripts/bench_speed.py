@@ -7,13 +7,13 @@ paper model next to its ResNet baseline, interleaved in one run; writes results/
     python scripts/bench_speed.py --models retinanet_red50_fpn_1x_coco --options eager fuse_conv_bn
     python scripts/bench_speed.py --device cuda                  # every model, on a GPU
 
-See involution_ops/bench/speed.py for what is measured and how.
+See involution_ops/bench/speed/ for what is measured and how.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench import speed  # noqa: E402
+from involution_ops.bench.speed.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(speed.main())
+    sys.exit(main())

@@ -5,7 +5,7 @@
         --paper results/paper.yaml --out results/README.md --plot results/complexity.png \
         --speed results/speed.json
 
-The work is done by involution_ops/bench/tables.py.
+The work is done by involution_ops/bench/tables/.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`make bench` (involution_ops/bench/speed.py): the runner on two tiny models at tiny shapes.
+"""`make bench` (involution_ops/bench/speed/): the runner on two tiny models at tiny shapes.
 
 Timings are injected (a fake timer returning scripted durations), so the medians, images/s
 and ratios in the JSON are checked against arithmetic done here; nothing is timed."""
@@ -19,7 +19,8 @@ from torch import nn
 from support import require
 
 from involution_ops import Involution
-from involution_ops.bench import speed
+from involution_ops.bench import environment
+from involution_ops.bench.speed import builders, cli, measure, pairs, report, runner, timing
 from involution_ops.modules import ConvNormAct
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,10 +42,10 @@ def tiny_resnet() -> nn.Module:
 
 def tiny_builder(name, config, suite, shapes, device):
     model = tiny_rednet() if config == "tiny:red" else tiny_resnet()
-    return speed.classifier_subject(name, model, shapes, device, classes=10)
+    return builders.build_classifier(name, model, shapes, device, classes=10)
 
 
-TINY = [speed.PaperModel("TinyRed", "tiny:red", "TinyRes", "tiny:res", "imagenet", SHAPES)]
+TINY = [pairs.ModelPair("TinyRed", "tiny:red", "TinyRes", "tiny:res", "imagenet", SHAPES)]
 
 
 class ScriptedTimer:
@@ -73,7 +74,7 @@ SCRIPT = {
 @pytest.fixture(scope="module")
 def tiny_result():
     timer = ScriptedTimer(SCRIPT)
-    return speed.run(TINY, "cpu", repeats=3, warmup=1, inference_options=("eager", "channels_last"),
+    return runner.run(TINY, "cpu", repeats=3, warmup=1, inference_options=("eager", "channels_last"),
                      timer=timer, log=lambda line: None, builder=tiny_builder), timer
 
 
@@ -88,13 +89,13 @@ def test_interleave_warms_up_untimed_then_alternates():
     calls: list[str] = []
     tasks = {name: (lambda n=name: calls.append(n)) for name in ("A", "B")}
     timed: list[str] = []
-    samples = speed.interleave(tasks, repeats=2, warmup=3,
+    samples = timing.interleave(tasks, repeats=2, warmup=3,
                                timer=lambda label, fn: (fn(), timed.append(label), (1.0, 1.0))[-1])
     assert calls == ["A", "B"] * 5
     assert timed == ["A", "B", "A", "B"]
     assert samples == {"A": [(1.0, 1.0)] * 2, "B": [(1.0, 1.0)] * 2}
     with pytest.raises(ValueError, match="repeats=0"):
-        speed.interleave(tasks, repeats=0, warmup=0, timer=lambda label, fn: (0.0, 0.0))
+        timing.interleave(tasks, repeats=0, warmup=0, timer=lambda label, fn: (0.0, 0.0))
 
 
 def test_medians_images_per_second_and_ratios(tiny_result):
@@ -120,15 +121,15 @@ def test_medians_images_per_second_and_ratios(tiny_result):
         assert entry["model"]["images_per_s"] == pytest.approx(SHAPES[1][0] / red)
         assert entry["ratio"] == pytest.approx(red / res_train)
         assert entry["peak_ratio"] == pytest.approx(entry["model"]["peak_mib"] / entry["baseline"]["peak_mib"])
-    assert speed.ratio(1.0, 0.0) is None and speed.ratio(None, 1.0) is None
+    assert timing.ratio(1.0, 0.0) is None and timing.ratio(None, 1.0) is None
 
 
 def test_json_schema(tiny_result, tmp_path):
     data, _ = tiny_result
     path = tmp_path / "speed.json"
-    assert speed.save_results(data, path) is None  # nothing earlier to keep
+    assert runner.save_results(data, path) is None  # nothing earlier to keep
     loaded = json.loads(path.read_text())
-    assert loaded["schema"] == speed.SCHEMA
+    assert loaded["schema"] == report.SCHEMA
     machine = loaded["machine"]
     for key in ("cpu", "cores", "threads", "torch", "date", "device", "load_start", "load_end", "other_load"):
         assert key in machine, key
@@ -159,11 +160,11 @@ def test_training_peak_memory_keeping_the_kernel_map_is_larger():
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
         else:
             model = tiny_resnet()
-        return speed.classifier_subject(name, model, shapes, device, classes=10)
+        return builders.build_classifier(name, model, shapes, device, classes=10)
 
-    models = [speed.PaperModel("TinyRed", "tiny:red", "TinyRes", "tiny:res", "imagenet",
+    models = [pairs.ModelPair("TinyRed", "tiny:red", "TinyRes", "tiny:res", "imagenet",
                                ((1, 3, 8, 8), (4, 3, 48, 48)))]
-    data = speed.run(models, "cpu", repeats=1, warmup=0, inference_options=("eager",), log=lambda line: None,
+    data = runner.run(models, "cpu", repeats=1, warmup=0, inference_options=("eager",), log=lambda line: None,
                      builder=builder)
     training = data["pairs"][0]["training"]
     if training["keep"]["model"]["peak_mib"] != training["keep"]["model"]["peak_mib"]:
@@ -177,22 +178,22 @@ def test_an_earlier_speed_json_is_never_overwritten(tmp_path):
     path = tmp_path / "results" / "speed.json"
     first = {"schema": 1, "machine": {"date": "2026-01-02T03:04:05+00:00"}, "pairs": [1]}
     second = {"schema": 1, "machine": {"date": "2026-02-03T00:00:00+00:00"}, "pairs": [2]}
-    assert speed.save_results(first, path) is None
+    assert runner.save_results(first, path) is None
     first_bytes = path.read_bytes()
-    kept = speed.save_results(second, path)
+    kept = runner.save_results(second, path)
     assert kept.parent == tmp_path / "results" / "speed" and kept.read_bytes() == first_bytes
     assert json.loads(path.read_text())["pairs"] == [2]
     # the same date again: a new name, the kept file untouched
     third = dict(second, pairs=[3])
     second_bytes = path.read_bytes()
-    kept_again = speed.save_results(third, path)
+    kept_again = runner.save_results(third, path)
     assert kept_again != kept and kept_again.read_bytes() == second_bytes
     assert kept.read_bytes() == first_bytes
-    speed.save_results(dict(second, pairs=[4]), path)
+    runner.save_results(dict(second, pairs=[4]), path)
     assert len(list((tmp_path / "results" / "speed").iterdir())) == 3
     # a file that is not ours is kept too, named by its modification time
     path.write_text("hand-written notes")
-    kept_foreign = speed.save_results(second, path)
+    kept_foreign = runner.save_results(second, path)
     assert kept_foreign.read_text() == "hand-written notes"
 
 
@@ -200,7 +201,7 @@ def test_markdown_table(tiny_result):
     data, _ = tiny_result
     data = json.loads(json.dumps(data))
     data["pairs"][0]["inference"]["compile"] = {"error": "RuntimeError: no compiler"}
-    text = speed.render_markdown(data)
+    text = report.render_markdown(data)
     assert text.startswith("## Measured speed and memory")
     assert data["machine"]["cpu"] in text and data["machine"]["torch"] in text and data["machine"]["date"] in text
     assert str(data["machine"]["load_start"]) in text and str(data["machine"]["load_end"]) in text
@@ -222,39 +223,41 @@ def test_markdown_table(tiny_result):
     quiet = json.loads(json.dumps(data))
     # the benchmark's own 2 threads raise the load average; only other processes' CPU counts
     quiet["machine"].update(cores=2, load_start=[0.2, 0.3, 0.3], load_end=[2.4, 1.5, 0.9], other_load=0.1)
-    assert "under load" not in speed.render_markdown(quiet)
-    assert "other processes 0.1 cores on average" in speed.render_markdown(quiet)
+    assert "under load" not in report.render_markdown(quiet)
+    assert "other processes 0.1 cores on average" in report.render_markdown(quiet)
     quiet["machine"]["other_load"] = 0.6
-    assert "**Measured under load**" in speed.render_markdown(quiet)
+    assert "**Measured under load**" in report.render_markdown(quiet)
     legacy = json.loads(json.dumps(quiet))  # files written before other_load: the load-average rule
     del legacy["machine"]["other_load"]
     legacy["machine"]["load_end"] = [1.4, 0.5, 0.4]
-    assert "under load" not in speed.render_markdown(legacy)
+    assert "under load" not in report.render_markdown(legacy)
     legacy["machine"]["load_end"] = [1.6, 0.5, 0.4]
-    assert "**Measured under load**" in speed.render_markdown(legacy)
+    assert "**Measured under load**" in report.render_markdown(legacy)
     with pytest.raises(ValueError, match="rerun `make bench`"):
-        speed.render_markdown(dict(data, schema=99))
+        report.render_markdown(dict(data, schema=99))
 
 
 def test_other_load_is_the_machines_cpu_time_minus_our_own():
-    assert speed.other_load((100.0, 10.0), (130.0, 30.0), 10.0) == 1.0
-    assert speed.other_load((100.0, 10.0), (110.0, 21.0), 10.0) == 0.0  # clock granularity: never negative
-    assert speed.other_load(None, (1.0, 1.0), 1.0) is None
+    clock = environment.CpuClock
+    assert environment.other_load(clock(100.0, 10.0), clock(130.0, 30.0), 10.0) == 1.0
+    # clock granularity: never negative
+    assert environment.other_load(clock(100.0, 10.0), clock(110.0, 21.0), 10.0) == 0.0
+    assert environment.other_load(None, clock(1.0, 1.0), 1.0) is None
 
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="reads Linux's /proc/stat")
 def test_a_busy_process_beside_the_benchmark_is_seen_as_other_load():
     """A process that spins one core while we sleep shows up as about one core of other load (at
     least half of one, whatever else the machine runs); our own work does not."""
-    start, wall = speed._cpu_seconds(), time.perf_counter()
+    start, wall = environment.cpu_clock(), time.perf_counter()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(1.5)
-        end = speed._cpu_seconds()
+        end = environment.cpu_clock()
     finally:
         spinner.kill()
         spinner.wait()
-    assert speed.other_load(start, end, time.perf_counter() - wall) >= 0.5
+    assert environment.other_load(start, end, time.perf_counter() - wall) >= 0.5
 
 
 def test_fused_conv_bn_matches_the_unfused_model():
@@ -270,7 +273,7 @@ def test_fused_conv_bn_matches_the_unfused_model():
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 2.0)
     model.eval()
-    fused = speed.fuse_conv_bn(model).eval()
+    fused = measure.fuse_conv_bn(model).eval()
     def count(net: nn.Module) -> int:
         return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
 
@@ -290,19 +293,19 @@ def test_paper_models_follow_paper_yaml():
 
     expected = [name for suite in ("imagenet", "coco", "cityscapes")
                 for name in re.findall(r"^  - name: (\S+)", section(suite), re.MULTILINE)]
-    models = speed.paper_models()
-    assert [m.name for m in models] == expected
+    models = pairs.paper_pairs()
+    assert [m.model for m in models] == expected
     for m in models:
         if m.suite == "imagenet":
-            depth = int(m.name.split("-")[1])
+            depth = int(m.model.split("-")[1])
             assert m.baseline == f"ResNet-{depth if depth in (50, 101, 152) else 50}"
             continue
         assert (REPO / m.config).is_file() and (REPO / m.baseline_config).is_file()
         assert "_r50_" in m.baseline_config
-    assert [m.name for m in speed.select(models, ["retinanet"])] == [n for n in expected if "retinanet" in n]
-    assert {m.suite for m in speed.select(models, suites=["cityscapes"])} == {"cityscapes"}
+    assert [m.model for m in pairs.select(models, ["retinanet"])] == [n for n in expected if "retinanet" in n]
+    assert {m.suite for m in pairs.select(models, suites=["cityscapes"])} == {"cityscapes"}
     with pytest.raises(ValueError, match="no such model"):
-        speed.select(models, ["nonexistent"])
+        pairs.select(models, ["nonexistent"])
 
 
 def test_command_line_quick_run_keeps_the_earlier_file(tmp_path, capsys):
@@ -313,21 +316,21 @@ def test_command_line_quick_run_keeps_the_earlier_file(tmp_path, capsys):
     table = tmp_path / "speed.md"
     args = ["--quick", "--models", "RedNet-26", "--options", "eager", "fuse_conv_bn", "--no-train",
             "--repeats", "1", "--warmup", "0", "--out", str(out), "--table", str(table)]
-    assert speed.main(args) == 0
+    assert cli.main(args) == 0
     data = json.loads(out.read_text())
     (pair,) = data["pairs"]
     assert (pair["model"], pair["baseline"], pair["inference_shape"]) == ("RedNet-26", "ResNet-50",
-                                                                         list(speed.QUICK_SHAPES["imagenet"][0]))
+                                                                         list(pairs.QUICK_SHAPES["imagenet"][0]))
     for option in ("eager", "fuse_conv_bn"):
         assert "error" not in pair["inference"][option], pair["inference"][option]
     (kept,) = (tmp_path / "speed").iterdir()
     assert json.loads(kept.read_text()) == {"earlier": True}
-    assert table.read_text() == speed.render_markdown(data)
+    assert table.read_text() == report.render_markdown(data)
     assert "Measured speed and memory" in capsys.readouterr().out
-    assert speed.main(["--render", str(out)]) == 0
-    assert capsys.readouterr().out == speed.render_markdown(data)
+    assert cli.main(["--render", str(out)]) == 0
+    assert capsys.readouterr().out == report.render_markdown(data)
     with pytest.raises(SystemExit):
-        speed.main(["--render", str(kept)])  # not a results file: one error naming it
+        cli.main(["--render", str(kept)])  # not a results file: one error naming it
 
 
 def test_targets_are_reported_not_asserted():
@@ -337,14 +340,14 @@ def test_targets_are_reported_not_asserted():
 
     data = {"pairs": [pair("RedNet-50", "ResNet-50", 0.7, 1.2),
                       pair("retinanet_red50_fpn_1x_coco", "retinanet_r50_fpn_1x_coco", 1.25, 0.9)]}
-    assert speed.target_lines(data) == [
+    assert report.target_lines(data) == [
         "RedNet-50 forward <= 0.8x ResNet-50's: 0.70x (met)",
         "RetinaNet RedNet-50 forward <= 0.95x RetinaNet ResNet-50's: 1.25x (NOT met)",
         "RedNet-50 training-step peak memory <= ResNet-50's: 1.20x (NOT met)",
         "retinanet_red50_fpn_1x_coco training-step peak memory <= retinanet_r50_fpn_1x_coco's: 0.90x (met)",
     ]
     data["pairs"][0]["inference"]["eager"] = {"error": "RuntimeError: x"}
-    assert speed.target_lines(data)[0] == "RedNet-50 forward <= 0.8x ResNet-50's: n/a (not measured)"
+    assert report.target_lines(data)[0] == "RedNet-50 forward <= 0.8x ResNet-50's: — (not measured)"
 
 
 def test_make_tables_shows_the_speed_tables(tiny_result, tmp_path):
@@ -352,7 +355,7 @@ def test_make_tables_shows_the_speed_tables(tiny_result, tmp_path):
 
     data, _ = tiny_result
     speed_json = tmp_path / "speed.json"
-    speed.save_results(json.loads(json.dumps(data)), speed_json)
+    runner.save_results(json.loads(json.dumps(data)), speed_json)
     runs = tmp_path / "runs"
     runs.mkdir()
     out = tmp_path / "README.md"
@@ -360,7 +363,7 @@ def test_make_tables_shows_the_speed_tables(tiny_result, tmp_path):
     complexity = REPO / "results" / "complexity.json"
     tables.make_tables(runs, complexity, paper, out, None, speed_path=speed_json)
     text = out.read_text()
-    assert "## Measured speed and memory" in text and speed.machine_label(data) in text
+    assert "## Measured speed and memory" in text and report.machine_label(data) in text
     assert text.index("## Measured speed and memory") > text.index("COCO")
     out.unlink()
     tables.make_tables(runs, complexity, paper, out, None, speed_path=tmp_path / "absent.json")

@@ -1,4 +1,4 @@
-"""involution_ops/bench/tables.py (`make tables`) on the fixture records of tests/fixtures/tables.
+"""involution_ops/bench/tables/ (`make tables`) on the fixture records of tests/fixtures/tables.
 
 Expected figures are computed here from the fixture files and results/paper.yaml
 themselves, never copied from the script's output."""
@@ -6,6 +6,7 @@ themselves, never copied from the script's output."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -259,9 +260,7 @@ def test_plots_are_valid_pngs(built):
 
 
 def test_without_matplotlib_plots_are_skipped_with_a_warning(tmp_path, monkeypatch):
-    def no_matplotlib():
-        raise ImportError("No module named 'matplotlib'")
-    monkeypatch.setattr(bench_tables, "_matplotlib_figure", no_matplotlib)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
     warnings = bench_tables.make_tables(FIXTURES / "runs", FIXTURES / "complexity.json", PAPER,
                                        tmp_path / "README.md", tmp_path / "complexity.png")
     assert any("matplotlib" in warning for warning in warnings)
@@ -381,3 +380,59 @@ def test_runs_at_another_total_batch_are_marked(built):
     assert line in coco_text
     assert sum("‡" in row["Run"] for row in coco) == 1
     assert not any("‡" in row["Run"] for row in section(parse_markdown(text), "ResNet baselines"))
+
+
+def test_a_record_file_name_that_is_not_utf8_is_skipped_with_a_warning(tmp_path):
+    """Issue 21: such a name used to crash `make tables` in matplotlib (the toy run's loss-plot title)."""
+    require.module("matplotlib")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    toy = "retinanet_red50_neck_fpn_1x_coco__toy__20260109-100000.json"
+    shutil.copy(FIXTURES / "runs" / toy, runs / toy)
+    odd = os.fsdecode(b"retinanet_red50_neck_fpn_1x_coco__toy__20260109-1\xff0000.json")
+    shutil.copy(FIXTURES / "runs" / toy, runs / odd)
+    out = tmp_path / "README.md"
+    warnings = bench_tables.make_tables(runs, FIXTURES / "complexity.json", PAPER, out, tmp_path / "complexity.png")
+    (warning,) = [w for w in warnings if "UTF-8" in w]
+    assert "20260109-1\\xff0000.json: skipped, its file name is not valid UTF-8" in warning
+    text = out.read_text(encoding="utf-8")
+    assert warning in text  # the README names it, written as valid UTF-8
+    assert text.count("[20260109-100000]") == 1  # the well-named record is still listed
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == [toy.replace(".json", ".png")]
+
+
+def test_make_tables_imports_no_measuring_code(tmp_path):
+    """The speed section is rendered from speed.json by speed.report alone: no timing, memory probe
+    (the libc handle), model building or measuring module is imported by `make tables`."""
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = ['make_tables.py', '--runs', {str(tmp_path / 'runs')!r}, '--out', {str(tmp_path / 'R.md')!r},"
+        f" '--plot', {str(tmp_path / 'c.png')!r}, '--speed', 'results/speed.json']\n"
+        "try:\n    runpy.run_path('scripts/make_tables.py', run_name='__main__')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith('involution_ops.bench')))\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = set(eval(result.stdout.strip().splitlines()[-1]))
+    assert "involution_ops.bench.speed.report" in loaded and "## Measured speed and memory" in (
+        tmp_path / "R.md").read_text(encoding="utf-8")
+    measuring = {f"involution_ops.bench.speed.{name}" for name in ("timing", "memory", "builders", "measure",
+                                                                   "runner", "cli")}
+    assert not loaded & measuring, loaded & measuring
+
+
+def test_the_tables_and_the_speed_report_need_no_torch(tmp_path):
+    """`import torch` made to fail; the package's own __init__ (the core, which imports torch by
+    design) is bypassed: the whole README, speed section included, still renders."""
+    probe = (
+        "import sys, types\n"
+        "sys.modules['torch'] = None  # any import of torch raises ImportError\n"
+        "package = types.ModuleType('involution_ops')\n"
+        "package.__path__ = ['involution_ops']\n"
+        "sys.modules['involution_ops'] = package\n"
+        "from pathlib import Path\n"
+        "from involution_ops.bench.tables import make_tables\n"
+        f"make_tables(Path({str(FIXTURES / 'runs')!r}), Path('results/complexity.json'), Path('results/paper.yaml'),"
+        f" Path({str(tmp_path / 'R.md')!r}), None, speed_path=Path('results/speed.json'))\n")
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    text = (tmp_path / "R.md").read_text(encoding="utf-8")
+    assert "## Measured speed and memory" in text and "## Toy runs" in text
