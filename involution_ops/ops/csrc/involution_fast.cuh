@@ -1,0 +1,237 @@
+// Fast involution kernels for the shapes RedNet uses: kernel K = 3 or 7, stride S
+// (1 or 2; grad-input: 1), dilation 1, padding (K-1)/2, 16 channels per group.
+// Instantiated per (dtype, K, S, index type I) through name expressions; the
+// tile sizes come from FastTile, whose specialisations cuda.py generates
+// (FAST_TILES) so that the launch and the kernels share one table.
+//
+// A block owns (sample, group, spatial tile): blockIdx.z = sample * groups + group,
+// blockIdx.y / blockIdx.x = tile row / column, so the only division is one per block.
+// The group's 16-channel input tile with its halo is staged in shared memory as the
+// accumulation type, zero outside the image, so the tap loops test no borders. Each
+// thread owns P adjacent pixels of one row for all 16 channels: a weight is read once
+// and used 16 times, an input row segment is read once per (channel, tap row) and
+// used by all K taps of all P pixels. The tap-row loop (u) is the hot loop; it is
+// kept rolled (unroll 1) so that the accumulators stay in registers and the SASS has
+// one loop to measure. I is int where every offset fits 32 bits, else long long.
+// Every thread reaches every __syncthreads (no early return before it).
+namespace involution {
+
+template <int K, int S, bool Wide>
+struct FastTile;  // TH x TW pixels per block, P pixels per thread (Wide: double accumulators)
+
+#ifndef INVOLUTION_FAST_TILES
+#error "cuda.kernel_source() prepends the FastTile table"
+#endif
+INVOLUTION_FAST_TILES
+
+template <int K, int S, typename Acc>
+struct FastConfig {
+  typedef FastTile<K, S, sizeof(Acc) == 8> Tile;
+  enum {
+    C = 16,  // channels per group
+    TH = Tile::TH,
+    TW = Tile::TW,
+    P = Tile::P,
+    THREADS = TH * TW / P,
+    PAD = (K - 1) / 2,
+    IH = (TH - 1) * S + K,  // staged rows (tile + halo)
+    IW = (TW - 1) * S + K,  // staged columns
+    SPAN = (P - 1) * S + K  // staged values one thread reads per (channel, tap row)
+  };
+};
+
+// tile[c][r][q] = src[c, row0 + r, col0 + q] as Acc, zero outside [0, h) x [0, w).
+template <typename T, typename Acc, int C, int IH, int IW, int THREADS, typename I>
+__device__ __forceinline__ void stage_tile(Acc* tile, const T* __restrict__ src, const I s_c, const I s_h,
+                                           const I s_w, const int h, const int w, const int row0, const int col0) {
+#pragma unroll 1
+  for (int idx = threadIdx.x; idx < C * IH * IW; idx += THREADS) {
+    const int c = idx / (IH * IW), rem = idx - c * (IH * IW);  // constant divisors: multiply and shift
+    const int r = rem / IW, q = rem - r * IW;
+    const int row = row0 + r, col = col0 + q;
+    Acc value = 0;
+    if ((unsigned)row < (unsigned)h && (unsigned)col < (unsigned)w)
+      value = Scalar<T>::load(src[(I)c * s_c + (I)row * s_h + (I)col * s_w]);
+    tile[idx] = value;
+  }
+}
+
+#define INVOLUTION_FAST_PARAMS \
+  const int groups, const int h, const int w, const int ho, const int wo
+
+// out[n, c, i, j] = sum_{u,v} weight[n, g, u, v, i, j] * x[n, c, i*S + u - PAD, j*S + v - PAD]
+template <typename T, int K, int S, typename I>
+__global__ void __launch_bounds__(FastConfig<K, S, typename Scalar<T>::acc>::THREADS, 1)
+    fast_forward_kernel(const T* __restrict__ x, const T* __restrict__ weight, T* __restrict__ out,
+                        INVOLUTION_FAST_PARAMS, const I xs0, const I xs1, const I xs2, const I xs3, const I ws0,
+                        const I ws1, const I ws2, const I ws3, const I ws4, const I ws5) {
+  typedef typename Scalar<T>::acc Acc;
+  typedef FastConfig<K, S, Acc> F;
+  INVOLUTION_SHARED(Acc, tile, F::C * F::IH * F::IW);
+  const int n = blockIdx.z / groups, g = blockIdx.z - n * groups;
+  const int i0 = blockIdx.y * F::TH, j0 = blockIdx.x * F::TW;
+  stage_tile<T, Acc, F::C, F::IH, F::IW, F::THREADS, I>(tile, x + (I)n * xs0 + (I)(g * F::C) * xs1, xs1, xs2, xs3, h,
+                                                        w, i0 * S - F::PAD, j0 * S - F::PAD);
+  __syncthreads();
+  const int ty = threadIdx.x / (F::TW / F::P), tx = threadIdx.x - ty * (F::TW / F::P);
+  const int i = i0 + ty, j = j0 + tx * F::P;
+  // Pixels past the edge read a valid pixel's weights (clamped) and are not stored.
+  const T* w_i = weight + (I)n * ws0 + (I)g * ws1 + (I)min(i, ho - 1) * ws4;
+  I w_col[F::P];
+#pragma unroll
+  for (int p = 0; p < F::P; ++p) w_col[p] = (I)min(j + p, wo - 1) * ws5;
+  Acc acc[F::C][F::P];
+#pragma unroll
+  for (int c = 0; c < F::C; ++c)
+#pragma unroll
+    for (int p = 0; p < F::P; ++p) acc[c][p] = 0;
+  const Acc* t_thread = tile + (ty * S) * F::IW + tx * F::P * S;
+#pragma unroll 1
+  for (int u = 0; u < K; ++u) {
+    const T* w_u = w_i + (I)u * ws2;
+    Acc wv[K][F::P];
+#pragma unroll
+    for (int v = 0; v < K; ++v)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p) wv[v][p] = Scalar<T>::load(w_u[(I)v * ws3 + w_col[p]]);
+    const Acc* t_u = t_thread + u * F::IW;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c) {
+      Acc xv[F::SPAN];
+#pragma unroll
+      for (int q = 0; q < F::SPAN; ++q) xv[q] = t_u[c * (F::IH * F::IW) + q];
+#pragma unroll
+      for (int v = 0; v < K; ++v)
+#pragma unroll
+        for (int p = 0; p < F::P; ++p) acc[c][p] += wv[v][p] * xv[p * S + v];  // tap (u, v) of pixel p
+    }
+  }
+  if (i < ho) {
+    T* o = out + (((I)n * groups + g) * F::C * ho + i) * wo + j;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p)
+        if (j + p < wo) o[(I)c * ho * wo + p] = Scalar<T>::store(acc[c][p]);
+  }
+}
+
+// Stride 1: grad_x[n, c, y, x] = sum_{a,b} weight[n, g, K-1-a, K-1-b, y+a-PAD, x+b-PAD] * go[n, c, y+a-PAD, x+b-PAD]
+// (the forward's structure on flipped taps a = K-1-u, b = K-1-v); the grad_out tile is staged like the input
+// tile, and a weight outside the output plane is a predicated zero.
+template <typename T, int K, int S, typename I>
+__global__ void __launch_bounds__(FastConfig<K, S, typename Scalar<T>::acc>::THREADS, 1)
+    fast_backward_input_kernel(const T* __restrict__ grad_out, const T* __restrict__ weight, T* __restrict__ grad_x,
+                               INVOLUTION_FAST_PARAMS, const I gs0, const I gs1, const I gs2, const I gs3, const I ws0,
+                               const I ws1, const I ws2, const I ws3, const I ws4, const I ws5) {
+  static_assert(S == 1, "the fast grad-input kernel is for stride 1");
+  typedef typename Scalar<T>::acc Acc;
+  typedef FastConfig<K, S, Acc> F;
+  INVOLUTION_SHARED(Acc, tile, F::C * F::IH * F::IW);
+  const int n = blockIdx.z / groups, g = blockIdx.z - n * groups;
+  const int y0 = blockIdx.y * F::TH, x0 = blockIdx.x * F::TW;
+  stage_tile<T, Acc, F::C, F::IH, F::IW, F::THREADS, I>(tile, grad_out + (I)n * gs0 + (I)(g * F::C) * gs1, gs1, gs2,
+                                                        gs3, ho, wo, y0 - F::PAD, x0 - F::PAD);
+  __syncthreads();
+  const int ty = threadIdx.x / (F::TW / F::P), tx = threadIdx.x - ty * (F::TW / F::P);
+  const int y = y0 + ty, x = x0 + tx * F::P;
+  unsigned col_ok = 0;  // bit d: output column x + d - PAD exists
+#pragma unroll
+  for (int d = 0; d < F::SPAN; ++d) col_ok |= (unsigned)((unsigned)(x + d - F::PAD) < (unsigned)wo) << d;
+  const T* w_ng = weight + (I)n * ws0 + (I)g * ws1 + (I)(x - F::PAD) * ws5;
+  Acc acc[F::C][F::P];
+#pragma unroll
+  for (int c = 0; c < F::C; ++c)
+#pragma unroll
+    for (int p = 0; p < F::P; ++p) acc[c][p] = 0;
+  const Acc* t_thread = tile + ty * F::IW + tx * F::P;
+#pragma unroll 1
+  for (int a = 0; a < K; ++a) {
+    const int row = y + a - F::PAD;
+    const bool row_ok = (unsigned)row < (unsigned)ho;
+    const T* w_a = w_ng + (I)(K - 1 - a) * ws2 + (I)(row_ok ? row : 0) * ws4;
+    Acc wv[K][F::P];
+#pragma unroll
+    for (int b = 0; b < K; ++b)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p) {
+        const bool ok = row_ok && ((col_ok >> (p + b)) & 1u);
+        wv[b][p] = ok ? Scalar<T>::load(w_a[(I)(K - 1 - b) * ws3 + (I)(p + b) * ws5]) : Acc(0);
+      }
+    const Acc* t_a = t_thread + a * F::IW;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c) {
+      Acc gv[F::SPAN];
+#pragma unroll
+      for (int q = 0; q < F::SPAN; ++q) gv[q] = t_a[c * (F::IH * F::IW) + q];
+#pragma unroll
+      for (int b = 0; b < K; ++b)
+#pragma unroll
+        for (int p = 0; p < F::P; ++p) acc[c][p] += wv[b][p] * gv[p + b];
+    }
+  }
+  if (y < h) {
+    T* o = grad_x + (((I)n * groups + g) * F::C * h + y) * w + x;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p)
+        if (x + p < w) o[(I)c * h * w + p] = Scalar<T>::store(acc[c][p]);
+  }
+}
+
+// grad_weight[n, g, u, v, i, j] = sum_c go[n, c, i, j] * x[n, c, i*S + u - PAD, j*S + v - PAD]: the group's
+// 16-channel sum inside one thread (no atomics); the thread's grad_out values stay in registers.
+template <typename T, int K, int S, typename I>
+__global__ void __launch_bounds__(FastConfig<K, S, typename Scalar<T>::acc>::THREADS, 1)
+    fast_backward_weight_kernel(const T* __restrict__ grad_out, const T* __restrict__ x, T* __restrict__ grad_weight,
+                                INVOLUTION_FAST_PARAMS, const I gs0, const I gs1, const I gs2, const I gs3,
+                                const I xs0, const I xs1, const I xs2, const I xs3) {
+  typedef typename Scalar<T>::acc Acc;
+  typedef FastConfig<K, S, Acc> F;
+  INVOLUTION_SHARED(Acc, tile, F::C * F::IH * F::IW);
+  const int n = blockIdx.z / groups, g = blockIdx.z - n * groups;
+  const int i0 = blockIdx.y * F::TH, j0 = blockIdx.x * F::TW;
+  stage_tile<T, Acc, F::C, F::IH, F::IW, F::THREADS, I>(tile, x + (I)n * xs0 + (I)(g * F::C) * xs1, xs1, xs2, xs3, h,
+                                                        w, i0 * S - F::PAD, j0 * S - F::PAD);
+  const int ty = threadIdx.x / (F::TW / F::P), tx = threadIdx.x - ty * (F::TW / F::P);
+  const int i = i0 + ty, j = j0 + tx * F::P;
+  Acc gv[F::C][F::P];
+  const T* go = grad_out + (I)n * gs0 + (I)(g * F::C) * gs1 + (I)min(i, ho - 1) * gs2;
+#pragma unroll
+  for (int c = 0; c < F::C; ++c)
+#pragma unroll
+    for (int p = 0; p < F::P; ++p)
+      gv[c][p] = (i < ho && j + p < wo) ? Scalar<T>::load(go[(I)c * gs1 + (I)(j + p) * gs3]) : Acc(0);
+  __syncthreads();
+  const I plane = (I)ho * wo;
+  T* gw = grad_weight + ((I)n * groups + g) * (K * K) * plane + (I)i * wo + j;
+  const Acc* t_thread = tile + (ty * S) * F::IW + tx * F::P * S;
+#pragma unroll 1
+  for (int u = 0; u < K; ++u) {
+    Acc acc[K][F::P];
+#pragma unroll
+    for (int v = 0; v < K; ++v)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p) acc[v][p] = 0;
+    const Acc* t_u = t_thread + u * F::IW;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c) {
+      Acc xv[F::SPAN];
+#pragma unroll
+      for (int q = 0; q < F::SPAN; ++q) xv[q] = t_u[c * (F::IH * F::IW) + q];
+#pragma unroll
+      for (int v = 0; v < K; ++v)
+#pragma unroll
+        for (int p = 0; p < F::P; ++p) acc[v][p] += gv[c][p] * xv[p * S + v];
+    }
+    T* gw_u = gw + (I)u * K * plane;
+#pragma unroll
+    for (int v = 0; v < K; ++v)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p)
+        if (i < ho && j + p < wo) gw_u[(I)v * plane + p] = Scalar<T>::store(acc[v][p]);
+  }
+}
+
+}  // namespace involution
