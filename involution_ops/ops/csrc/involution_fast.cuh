@@ -40,19 +40,60 @@ struct FastConfig {
   };
 };
 
-// tile[c][r][q] = src[c, row0 + r, col0 + q] as Acc, zero outside [0, h) x [0, w).
+// Lanes per staged row: the power of two >= IW, at most the block.
+template <int IW, int THREADS>
+struct StageLanes {
+  enum { POW2 = IW <= 8 ? 8 : IW <= 16 ? 16 : IW <= 32 ? 32 : IW <= 64 ? 64 : 128 };
+  enum { LANES = POW2 < THREADS ? POW2 : THREADS };
+};
+
+// tile[c][r][q] = src[c, row0 + r, col0 + q] as Acc, zero outside [0, h) x [0, w). The block covers
+// ROWS_PER_PASS staged rows of LANES columns at a time; a thread keeps its column(s) (offsets and column
+// test computed once) and its rows (their tests in a bit mask), so the channel loop's unrolled body is a
+// predicated load, a select and a shared store per element.
 template <typename T, typename Acc, int C, int IH, int IW, int THREADS, typename I>
 __device__ __forceinline__ void stage_tile(Acc* tile, const T* __restrict__ src, const I s_c, const I s_h,
                                            const I s_w, const int h, const int w, const int row0, const int col0) {
+  enum {
+    LANES = StageLanes<IW, THREADS>::LANES,
+    ROWS_PER_PASS = THREADS / LANES,
+    COLS = (IW + LANES - 1) / LANES,  // columns per thread
+    ROWS = (IH + ROWS_PER_PASS - 1) / ROWS_PER_PASS  // rows per thread and channel
+  };
+  static_assert(THREADS % LANES == 0 && ROWS <= 32, "staging layout");
+  const int lane = threadIdx.x % LANES, first = threadIdx.x / LANES;
+  bool col_ok[COLS];
+  I col_offset[COLS];
+#pragma unroll
+  for (int k = 0; k < COLS; ++k) {
+    const int col = col0 + lane + k * LANES;
+    col_ok[k] = lane + k * LANES < IW && (unsigned)col < (unsigned)w;
+    col_offset[k] = (I)col * s_w;
+  }
+  unsigned row_ok = 0;  // bit k: staged row first + k * ROWS_PER_PASS exists in the tile and in the image
+#pragma unroll
+  for (int k = 0; k < ROWS; ++k) {
+    const int r = first + k * ROWS_PER_PASS;
+    row_ok |= (unsigned)(r < IH && (unsigned)(row0 + r) < (unsigned)h) << k;
+  }
+  const T* src_c = src + (I)(row0 + first) * s_h;  // dereferenced only inside the image
+  Acc* tile_c = tile + first * IW + lane;
 #pragma unroll 1
-  for (int idx = threadIdx.x; idx < C * IH * IW; idx += THREADS) {
-    const int c = idx / (IH * IW), rem = idx - c * (IH * IW);  // constant divisors: multiply and shift
-    const int r = rem / IW, q = rem - r * IW;
-    const int row = row0 + r, col = col0 + q;
-    Acc value = 0;
-    if ((unsigned)row < (unsigned)h && (unsigned)col < (unsigned)w)
-      value = Scalar<T>::load(src[(I)c * s_c + (I)row * s_h + (I)col * s_w]);
-    tile[idx] = value;
+  for (int c = 0; c < C; ++c) {
+#pragma unroll
+    for (int k = 0; k < ROWS; ++k) {
+      const bool in_row = (row_ok >> k) & 1u;
+#pragma unroll
+      for (int kc = 0; kc < COLS; ++kc) {
+        const bool in_tile = (IH % ROWS_PER_PASS == 0 || first + k * ROWS_PER_PASS < IH) &&
+                             ((kc + 1) * LANES <= IW || lane + kc * LANES < IW);
+        if (in_tile)
+          tile_c[k * ROWS_PER_PASS * IW + kc * LANES] =
+              (in_row && col_ok[kc]) ? Scalar<T>::load(src_c[(I)(k * ROWS_PER_PASS) * s_h + col_offset[kc]]) : Acc(0);
+      }
+    }
+    src_c += s_c;
+    tile_c += IH * IW;
   }
 }
 
