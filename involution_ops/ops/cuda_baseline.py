@@ -128,6 +128,11 @@ def kernel_source(role: str, dtype: torch.dtype, geometry: Geometry) -> str:
     return _COMMON.format(dtype=TYPE_NAMES[dtype], constants=geometry.constants()) + _SOURCES[role]
 
 
+def module_source(dtype: torch.dtype, geometry: Geometry) -> str:
+    """The three baseline kernels with `geometry` compiled in, in one source."""
+    return kernel_source("forward", dtype, geometry) + "".join(_SOURCES[role] for role in KERNELS if role != "forward")
+
+
 def rednet50_geometries(batch: int = 8) -> dict[str, Geometry]:
     """The 7x7 stride-1 involutions of RedNet-50's four stages (16 channels per group)."""
     stages = {"stage1": (64, 56), "stage2": (128, 28), "stage3": (256, 14), "stage4": (512, 7)}
@@ -142,7 +147,7 @@ def _function(role: str, dtype: torch.dtype, geometry: Geometry, device_index: i
     import cupy
 
     with cupy.cuda.Device(device_index):
-        module = cupy.RawModule(code=kernel_source(role, dtype, geometry))
+        module = cupy.RawModule(code=kernel_source(role, dtype, geometry))  # one shape, one compile
         return module.get_function(KERNELS[role])
 
 
