@@ -45,8 +45,16 @@ FAST_TILES: dict[tuple[int, int, bool], tuple[int, int, int]] = {
     (7, 2, True): (4, 8, 2),
     (3, 2, True): (4, 16, 2),
 }
+# Stride-2 grad-input: (K, double accumulators) -> (TH, TW, P) input pixels; 4 parity classes of
+# (TH/2) x (TW/2/P) threads each (a multiple of 32, so that a class is whole warps).
+FAST_INPUT_STRIDE2_TILES: dict[tuple[int, bool], tuple[int, int, int]] = {
+    (7, False): (16, 32, 4),
+    (3, False): (16, 32, 4),
+    (7, True): (16, 32, 2),
+    (3, True): (16, 32, 2),
+}
 FAST_CHANNELS = 16  # channels per group of the fast kernels
-FAST_STRIDES = {"forward": (1, 2), "backward_input": (1,), "backward_weight": (1, 2)}
+FAST_STRIDES = {"forward": (1, 2), "backward_input": (1, 2), "backward_weight": (1, 2)}
 INDEX_TYPES = {32: "int", 64: "long long"}
 MAX_GRID_YZ = 65535
 INT32_MAX = 2**31 - 1
@@ -58,12 +66,18 @@ _checked = False
 
 
 def _tile_table() -> str:
-    lines = [
-        f"template <> struct FastTile<{k}, {s}, {'true' if wide else 'false'}> "
-        f"{{ enum {{ TH = {th}, TW = {tw}, P = {p} }}; }};"
-        for (k, s, wide), (th, tw, p) in FAST_TILES.items()
-    ]
-    return "#define INVOLUTION_FAST_TILES \\\n" + " \\\n".join(lines) + "\n"
+    def entry(struct: str, arguments: str, th: int, tw: int, p: int) -> str:
+        return f"template <> struct {struct}<{arguments}> {{ enum {{ TH = {th}, TW = {tw}, P = {p} }}; }};"
+
+    def flag(wide: bool) -> str:
+        return "true" if wide else "false"
+
+    tiles = [entry("FastTile", f"{k}, {s}, {flag(wide)}", *t) for (k, s, wide), t in FAST_TILES.items()]
+    inputs = [entry("FastInputTile", f"{k}, {flag(wide)}", *t) for (k, wide), t in FAST_INPUT_STRIDE2_TILES.items()]
+    return "".join(
+        f"#define {name} \\\n" + " \\\n".join(lines) + "\n"
+        for name, lines in (("INVOLUTION_FAST_TILES", tiles), ("INVOLUTION_FAST_INPUT_TILES", inputs))
+    )
 
 
 def kernel_source() -> str:
@@ -101,8 +115,12 @@ def name_expressions(dtype: torch.dtype) -> list[str]:
     return generic + [fast_expression(role, dtype, k, s, bits) for role, k, s, bits in fast_instances(dtype)]
 
 
-def fast_tile(k: int, s: int, dtype: torch.dtype) -> tuple[int, int, int]:
+def fast_tile(k: int, s: int, dtype: torch.dtype, role: str = "forward") -> tuple[int, int, int]:
+    """(TH, TW, P) of a fast kernel: TH x TW pixels per block (grad-input: of the input), P per thread."""
+    if role == "backward_input" and s == 2:
+        return FAST_INPUT_STRIDE2_TILES[(k, dtype == torch.float64)]
     return FAST_TILES[(k, s, dtype == torch.float64)]
+
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -185,7 +203,7 @@ def choose_kernel(
     reason = _why_not_fast(role, dtype, channels, groups, kernel_size, stride, padding, dilation, n)
     if not reason:
         k, s = kernel_size[0], stride[0]
-        th, tw, p = fast_tile(k, s, dtype)
+        th, tw, p = fast_tile(k, s, dtype, role)
         rows, cols = output_shape[-2:]  # the tiles cover the output's plane (grad-input: the input's)
         tiles_h, tiles_w = -(-int(rows) // th), -(-int(cols) // tw)
         if tiles_h > MAX_GRID_YZ:
@@ -194,7 +212,8 @@ def choose_kernel(
             offsets = [_max_offset(tuple(t.shape), tuple(t.stride())) for t in tensors]
             bits = 32 if max(offsets + [generic_total]) <= INT32_MAX else 64
             return KernelChoice(
-                fast_expression(role, dtype, k, s, bits), True, "", bits, (tiles_w, tiles_h, n * groups), th * tw // p
+                fast_expression(role, dtype, k, s, bits), True, "", bits, (tiles_w, tiles_h, n * groups),
+                th * tw // p,
             )
     if kernels == "fast":
         raise ValueError(f"involution cuda: no fast {role} kernel for this call: {reason}")

@@ -54,7 +54,8 @@ How the figures are counted (`involution_ops/ops/cuda_static.py`):
   one thread computes (fast forward and grad-input: 16 channels x P pixels; fast grad-weight: K x K taps x P
   pixels; baseline and generic: 1). That is the number of warp instructions issued per 32 outputs, i.e. per output
   and lane, the unit the issue uses. Trip counts: fast kernels 16 for the staging loop (one iteration per channel)
-  and K for the tap-row loop; baseline 1 (one output per thread); generic as listed in `GENERIC_TRIPS` (loops
+  and K for the tap-row loop (stride-2 grad-input: each parity class's loop runs its number of tap rows, and the
+  code after the barrier, split among the 4 classes, counts a quarter per thread); baseline 1 (one output per thread); generic as listed in `GENERIC_TRIPS` (loops
   for kernel_size <= 0 excluded). Straight-line code is counted once, both sides of every branch included (border
   guards, the 64-bit slow path's call set-up, the generic kernels' unrolled-loop remainders): an upper bound for
   the fast and generic kernels; for the baseline, whose only branches skip a tap outside the image, it is the
@@ -123,7 +124,10 @@ def _fmas(function: sass.Function, first: int, last: int) -> int:
     return sum(i.opcode.startswith(FMA_OPCODES) for i in function.instructions[first : last + 1])
 
 
-def interior_instructions(function: sass.Function, trips: list[int]) -> int:
+def interior_instructions(function: sass.Function, trips: list[float], classes: int = 1) -> float:
+    """Instructions one thread issues on the interior path: each instruction weighted by its loops' trip counts.
+    With `classes` > 1 (stride-2 grad-input), the code after the block barrier is split between that many
+    thread classes, so it counts 1/classes per thread."""
     body = _body(function)
     loops = [(a, b) for a, b in function.loops() if b < body]
     if len(loops) != len(trips):
@@ -131,9 +135,11 @@ def interior_instructions(function: sass.Function, trips: list[int]) -> int:
             f"{function.name}: {len(loops)} loops in the SASS, the model expects {len(trips)} "
             f"(loops at {loops}); the compiler changed the code shape: update the trip counts"
         )
-    total = 0
+    barriers = [i for i, instruction in enumerate(function.instructions[:body]) if instruction.opcode.startswith("BAR")]
+    split = barriers[0] if classes > 1 and barriers else body
+    total = 0.0
     for index in range(body):
-        weight = 1
+        weight = 1.0 if index <= split else 1.0 / classes
         for (a, b), trip in zip(loops, trips):
             if a <= index <= b:
                 weight *= trip
@@ -141,13 +147,31 @@ def interior_instructions(function: sass.Function, trips: list[int]) -> int:
     return total
 
 
+def stride2_input_trips(function: sass.Function, k: int, p: int) -> list[int]:
+    """Staging (16), then each parity class's tap-row loop: a class with tap columns NB has NB*P*16 multiply-adds
+    per iteration and runs NA times, NA fixed by the row parity (classes with NA = 1 have no loop)."""
+    pad = (k - 1) // 2
+    rows = [(k - 1 - ((py + pad) & 1)) // 2 + 1 for py in (0, 1)]
+    looping = [na for na in rows if na > 1]
+    body = _body(function)
+    loops = [(a, b) for a, b in function.loops() if b < body]
+    trips, seen = [cuda.FAST_CHANNELS], {}
+    for a, b in loops[1:]:
+        columns = _fmas(function, a, b) // (cuda.FAST_CHANNELS * p)
+        index = seen[columns] = seen.get(columns, -1) + 1
+        if index >= len(looping):
+            raise StaticAnalysisError(f"{function.name}: unexpected loop at {a}..{b}: update the class model")
+        trips.append(looping[index])
+    return trips
+
+
 def division_calls(function: sass.Function) -> int:
     return sum(1 for target in function.calls() if ("div" in target or "rem" in target) and "64" in target)
 
 
-def _figures(family, role, label, function, resources, trips, outputs_per_thread, threads) -> KernelFigures:
+def _figures(family, role, label, function, resources, trips, outputs_per_thread, threads, classes=1) -> KernelFigures:
     warps = -(-threads // 32)
-    per_output = interior_instructions(function, trips) * (warps * 32 / threads) / outputs_per_thread
+    per_output = interior_instructions(function, trips, classes) * (warps * 32 / threads) / outputs_per_thread
     loop_instructions, loop_fmas = hot_loop(function)
     return KernelFigures(
         family, role, label, resources, loop_instructions, loop_fmas, division_calls(function), per_output,
@@ -175,10 +199,14 @@ def backend_figures(dtype: torch.dtype, arch: str, nvdisasm: str, library: str |
         found.append(_figures("generic", role, f"generic {role}", function, resources, trips, 1, cuda.THREADS_PER_BLOCK))
     for role, k, s, bits in cuda.fast_instances(dtype):
         function, resources = _lookup(compiled, functions, cuda.fast_expression(role, dtype, k, s, bits))
-        th, tw, p = cuda.fast_tile(k, s, dtype)
+        th, tw, p = cuda.fast_tile(k, s, dtype, role)
         outputs = k * k * p if role == "backward_weight" else cuda.FAST_CHANNELS * p
         label = f"fast {role} K{k} s{s} int{bits}"
-        found.append(_figures("fast", role, label, function, resources, [cuda.FAST_CHANNELS, k], outputs, th * tw // p))
+        if role == "backward_input" and s == 2:
+            trips, classes = stride2_input_trips(function, k, p), 4
+        else:
+            trips, classes = [cuda.FAST_CHANNELS, k], 1
+        found.append(_figures("fast", role, label, function, resources, trips, outputs, th * tw // p, classes))
     return found
 
 
@@ -262,7 +290,10 @@ def report(library: str | None = None, nvdisasm: str | None = None) -> str:
         "Fast tiles (rows x columns per block, pixels per thread): "
         + ", ".join(f"K{k} s{s}{' double' if wide else ''}: {th}x{tw}, P={p}" for (k, s, wide), (th, tw, p)
                     in cuda.FAST_TILES.items())
-        + ". The fast grad-input kernel covers stride 1; stride 2 runs the generic kernel.",
+        + ". Stride-2 grad-input: "
+        + ", ".join(f"K{k}{' double' if wide else ''}: {th}x{tw} input pixels, P={p}, 4 parity classes"
+                    for (k, wide), (th, tw, p) in cuda.FAST_INPUT_STRIDE2_TILES.items())
+        + ".",
         "",
         "## Registers, spills and shared memory of every instantiation",
         "",

@@ -57,12 +57,15 @@ def test_generic_on_request():
     assert choice.block == cuda.THREADS_PER_BLOCK and choice.grid[0] == -(-8 * 64 * 56 * 56 // cuda.THREADS_PER_BLOCK)
 
 
-def test_grad_input_of_stride_two_falls_back():
+def test_grad_input_of_stride_two_tiles_the_input():
     go = torch.empty(2, 32, 14, 14, device="meta")
     weight = torch.empty(2, 2, 7, 7, 14, 14, device="meta")
     choice = cuda.choose_kernel("backward_input", torch.float32, [go, weight], (2, 32, 28, 28), 2, (7, 7), (2, 2),
                                 (3, 3), (1, 1))
-    assert not choice.fast and "stride (2, 2)" in choice.reason
+    th, tw, p = cuda.fast_tile(7, 2, torch.float32, "backward_input")
+    assert choice.fast and choice.expression == cuda.fast_expression("backward_input", torch.float32, 7, 2, 32)
+    assert choice.grid == (-(-28 // tw), -(-28 // th), 4) and choice.block == th * tw // p
+    assert (th // 2) * (tw // 2 // p) % 32 == 0  # each of the 4 parity classes is whole warps
 
 
 def test_offsets_beyond_32_bits_choose_the_64bit_instantiation():

@@ -1,5 +1,5 @@
 // Fast involution kernels for the shapes RedNet uses: kernel K = 3 or 7, stride S
-// (1 or 2; grad-input: 1), dilation 1, padding (K-1)/2, 16 channels per group.
+// (1 or 2), dilation 1, padding (K-1)/2, 16 channels per group.
 // Instantiated per (dtype, K, S, index type I) through name expressions; the
 // tile sizes come from FastTile, whose specialisations cuda.py generates
 // (FAST_TILES) so that the launch and the kernels share one table.
@@ -160,14 +160,13 @@ __global__ void __launch_bounds__(FastConfig<K, S, typename Scalar<T>::acc>::THR
 // Stride 1: grad_x[n, c, y, x] = sum_{a,b} weight[n, g, K-1-a, K-1-b, y+a-PAD, x+b-PAD] * go[n, c, y+a-PAD, x+b-PAD]
 // (the forward's structure on flipped taps a = K-1-u, b = K-1-v); the grad_out tile is staged like the input
 // tile, and a weight outside the output plane is a predicated zero.
-template <typename T, int K, int S, typename I>
-__global__ void __launch_bounds__(FastConfig<K, S, typename Scalar<T>::acc>::THREADS, 1)
-    fast_backward_input_kernel(const T* __restrict__ grad_out, const T* __restrict__ weight, T* __restrict__ grad_x,
-                               INVOLUTION_FAST_PARAMS, const I gs0, const I gs1, const I gs2, const I gs3, const I ws0,
-                               const I ws1, const I ws2, const I ws3, const I ws4, const I ws5) {
-  static_assert(S == 1, "the fast grad-input kernel is for stride 1");
+template <typename T, int K, typename I>
+__device__ __forceinline__ void input_stride1(const T* __restrict__ grad_out, const T* __restrict__ weight,
+                                              T* __restrict__ grad_x, INVOLUTION_FAST_PARAMS, const I gs0, const I gs1,
+                                              const I gs2, const I gs3, const I ws0, const I ws1, const I ws2,
+                                              const I ws3, const I ws4, const I ws5) {
   typedef typename Scalar<T>::acc Acc;
-  typedef FastConfig<K, S, Acc> F;
+  typedef FastConfig<K, 1, Acc> F;
   INVOLUTION_SHARED(Acc, tile, F::C * F::IH * F::IW);
   const int n = blockIdx.z / groups, g = blockIdx.z - n * groups;
   const int y0 = blockIdx.y * F::TH, x0 = blockIdx.x * F::TW;
@@ -219,6 +218,152 @@ __global__ void __launch_bounds__(FastConfig<K, S, typename Scalar<T>::acc>::THR
       for (int p = 0; p < F::P; ++p)
         if (x + p < w) o[(I)c * h * w + p] = Scalar<T>::store(acc[c][p]);
   }
+}
+
+// Stride 2: input pixel (y, x) receives tap u only where y + PAD - u is even, so the taps a thread applies are
+// fixed by the parity (PY, PX) of its pixels. A block of 4 parity classes (a class per group of warps) covers
+// TH x TW input pixels; a thread owns P pixels of one parity, 2 apart in a row. Class (PY, PX) applies the taps
+// u = AY + 2a, v = AX + 2b (compile time) and reads grad_out at i = y0/2 + ty + RY - a, j = x0/2 + tx*P + p + RX - b.
+template <int K, bool Wide>
+struct FastInputTile;  // stride-2 grad-input: TH x TW input pixels per block, P pixels per thread
+
+#ifndef INVOLUTION_FAST_INPUT_TILES
+#error "cuda.kernel_source() prepends the FastInputTile table"
+#endif
+INVOLUTION_FAST_INPUT_TILES
+
+template <int K, typename Acc>
+struct Stride2InputConfig {
+  typedef FastInputTile<K, sizeof(Acc) == 8> Tile;
+  enum {
+    C = 16,
+    TH = Tile::TH,
+    TW = Tile::TW,
+    P = Tile::P,
+    PAD = (K - 1) / 2,
+    CLASS_THREADS = (TH / 2) * (TW / 2 / P),
+    THREADS = 4 * CLASS_THREADS,
+    A0 = PAD & 1,  // first tap of row parity 0 / 1
+    A1 = (1 + PAD) & 1,
+    R0 = (PAD - A0) / 2,  // output offset of that tap
+    R1 = (1 + PAD - A1) / 2,
+    M0 = (K - 1 - A0) / 2,  // last tap index a
+    M1 = (K - 1 - A1) / 2,
+    LO = (M0 - R0 > M1 - R1 ? M0 - R0 : M1 - R1),  // grad_out halo before / after the block's outputs
+    HI = (R0 > R1 ? R0 : R1),
+    GH = TH / 2 + LO + HI,  // staged grad_out rows and columns
+    GW = TW / 2 + LO + HI
+  };
+};
+
+template <int K, int S, typename Acc>
+struct FastInputThreads {
+  enum { value = S == 1 ? (int)FastConfig<K, 1, Acc>::THREADS : (int)Stride2InputConfig<K, Acc>::THREADS };
+};
+
+template <typename T, int K, int PY, int PX, typename I>
+__device__ __forceinline__ void input_stride2_class(const typename Scalar<T>::acc* tile, const T* __restrict__ w_ng,
+                                                    T* __restrict__ gx_ng, const int local, const int y0, const int x0,
+                                                    const int h, const int w, const int ho, const int wo, const I ws2,
+                                                    const I ws3, const I ws4, const I ws5) {
+  typedef typename Scalar<T>::acc Acc;
+  typedef Stride2InputConfig<K, Acc> F;
+  enum {
+    AY = (PY + F::PAD) & 1,
+    AX = (PX + F::PAD) & 1,
+    RY = (PY + F::PAD - AY) / 2,
+    RX = (PX + F::PAD - AX) / 2,
+    NA = (K - 1 - AY) / 2 + 1,  // taps per column / row of this class
+    NB = (K - 1 - AX) / 2 + 1,
+    SPAN = F::P + NB - 1
+  };
+  const int ty = local / (F::TW / 2 / F::P), tx = local - ty * (F::TW / 2 / F::P);
+  const int y = y0 + PY + 2 * ty, x = x0 + PX + 2 * tx * F::P;  // pixel p at x + 2p
+  const int i_top = y0 / 2 + ty + RY, j_left = x0 / 2 + tx * F::P + RX - (NB - 1);
+  unsigned col_ok = 0;  // bit d: output column j_left + d exists (d = p - b + NB - 1)
+#pragma unroll
+  for (int d = 0; d < SPAN; ++d) col_ok |= (unsigned)((unsigned)(j_left + d) < (unsigned)wo) << d;
+  const T* w_base = w_ng + (I)AY * ws2 + (I)AX * ws3 + (I)j_left * ws5;
+  Acc acc[F::C][F::P];
+#pragma unroll
+  for (int c = 0; c < F::C; ++c)
+#pragma unroll
+    for (int p = 0; p < F::P; ++p) acc[c][p] = 0;
+  const Acc* t_thread = tile + (ty + RY + F::LO) * F::GW + tx * F::P + RX + F::LO - (NB - 1);
+#pragma unroll 1
+  for (int a = 0; a < NA; ++a) {
+    const int i = i_top - a;
+    const bool row_ok = (unsigned)i < (unsigned)ho;
+    const T* w_a = w_base + (I)(2 * a) * ws2 + (I)(row_ok ? i : 0) * ws4;
+    Acc wv[NB][F::P];
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p) {
+        const int d = p - b + NB - 1;
+        const bool ok = row_ok && ((col_ok >> d) & 1u);
+        wv[b][p] = ok ? Scalar<T>::load(w_a[(I)(2 * b) * ws3 + (I)d * ws5]) : Acc(0);
+      }
+    const Acc* t_a = t_thread - a * F::GW;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c) {
+      Acc gv[SPAN];
+#pragma unroll
+      for (int q = 0; q < SPAN; ++q) gv[q] = t_a[c * (F::GH * F::GW) + q];
+#pragma unroll
+      for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int p = 0; p < F::P; ++p) acc[c][p] += wv[b][p] * gv[p - b + NB - 1];
+    }
+  }
+  if (y < h) {
+    T* o = gx_ng + (I)y * w + x;
+#pragma unroll
+    for (int c = 0; c < F::C; ++c)
+#pragma unroll
+      for (int p = 0; p < F::P; ++p)
+        if (x + 2 * p < w) o[(I)c * h * w + 2 * p] = Scalar<T>::store(acc[c][p]);
+  }
+}
+
+template <typename T, int K, typename I>
+__device__ __forceinline__ void input_stride2(const T* __restrict__ grad_out, const T* __restrict__ weight,
+                                              T* __restrict__ grad_x, INVOLUTION_FAST_PARAMS, const I gs0, const I gs1,
+                                              const I gs2, const I gs3, const I ws0, const I ws1, const I ws2,
+                                              const I ws3, const I ws4, const I ws5) {
+  typedef typename Scalar<T>::acc Acc;
+  typedef Stride2InputConfig<K, Acc> F;
+  INVOLUTION_SHARED(Acc, tile, F::C * F::GH * F::GW);
+  const int n = blockIdx.z / groups, g = blockIdx.z - n * groups;
+  const int y0 = blockIdx.y * F::TH, x0 = blockIdx.x * F::TW;
+  stage_tile<T, Acc, F::C, F::GH, F::GW, F::THREADS, I>(tile, grad_out + (I)n * gs0 + (I)(g * F::C) * gs1, gs1, gs2,
+                                                        gs3, ho, wo, y0 / 2 - F::LO, x0 / 2 - F::LO);
+  __syncthreads();
+  const T* w_ng = weight + (I)n * ws0 + (I)g * ws1;
+  T* gx_ng = grad_x + ((I)n * groups + g) * F::C * h * w;
+  const int cls = threadIdx.x / F::CLASS_THREADS, local = threadIdx.x - cls * F::CLASS_THREADS;  // warp-uniform
+  if (cls == 0)
+    input_stride2_class<T, K, 0, 0, I>(tile, w_ng, gx_ng, local, y0, x0, h, w, ho, wo, ws2, ws3, ws4, ws5);
+  else if (cls == 1)
+    input_stride2_class<T, K, 0, 1, I>(tile, w_ng, gx_ng, local, y0, x0, h, w, ho, wo, ws2, ws3, ws4, ws5);
+  else if (cls == 2)
+    input_stride2_class<T, K, 1, 0, I>(tile, w_ng, gx_ng, local, y0, x0, h, w, ho, wo, ws2, ws3, ws4, ws5);
+  else
+    input_stride2_class<T, K, 1, 1, I>(tile, w_ng, gx_ng, local, y0, x0, h, w, ho, wo, ws2, ws3, ws4, ws5);
+}
+
+template <typename T, int K, int S, typename I>
+__global__ void __launch_bounds__(FastInputThreads<K, S, typename Scalar<T>::acc>::value, 1)
+    fast_backward_input_kernel(const T* __restrict__ grad_out, const T* __restrict__ weight, T* __restrict__ grad_x,
+                               INVOLUTION_FAST_PARAMS, const I gs0, const I gs1, const I gs2, const I gs3, const I ws0,
+                               const I ws1, const I ws2, const I ws3, const I ws4, const I ws5) {
+  static_assert(S == 1 || S == 2, "strides 1 and 2");
+  if constexpr (S == 1)
+    input_stride1<T, K, I>(grad_out, weight, grad_x, groups, h, w, ho, wo, gs0, gs1, gs2, gs3, ws0, ws1, ws2, ws3,
+                           ws4, ws5);
+  else
+    input_stride2<T, K, I>(grad_out, weight, grad_x, groups, h, w, ho, wo, gs0, gs1, gs2, gs3, ws0, ws1, ws2, ws3,
+                           ws4, ws5);
 }
 
 // grad_weight[n, g, u, v, i, j] = sum_c go[n, c, i, j] * x[n, c, i*S + u - PAD, j*S + v - PAD]: the group's
