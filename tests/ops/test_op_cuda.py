@@ -356,6 +356,21 @@ def test_cuda_backend_matches_reference(case, dtype):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("kernels", ["fast", "generic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+def test_cuda_fast_and_generic_kernels_on_rednet_shapes(case, dtype, kernels):
+    _compare(
+        case,
+        dtype,
+        _on_gpu(lambda x, w, s, p, d: cuda.forward(x, w, *_pairs(s, p, d), kernels=kernels)),
+        _on_gpu(lambda go, w, size, s, p, d: cuda.backward_input(go, w, size, *_pairs(s, p, d), kernels=kernels)),
+        _on_gpu(lambda go, x, ks, g, s, p, d: cuda.backward_weight(go, x, ks, g, *_pairs(s, p, d), kernels=kernels)),
+    )
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_cuda_autograd_end_to_end(dtype):
     case = CASES[1]
