@@ -3,7 +3,8 @@ device, launched on PyTorch's current stream.
 
 Two families: the fast tiled kernels (csrc/involution_fast.cuh) for RedNet's
 shapes, and the generic one-thread-per-output kernels (csrc/involution_cuda.cu)
-for every other case. `choose_kernel` picks one from the shapes, strides and
+for every other case. forward / backward_input / backward_weight take
+kernels="auto" (the dispatch), "fast" (error where none applies) or "generic". `choose_kernel` picks one from the shapes, strides and
 dtype and says why when it falls back; it needs neither CuPy nor a GPU.
 
 CuPy is imported only when a CUDA tensor reaches the operator; CuPy 13 and 14,
@@ -12,9 +13,10 @@ ExternalStream and Device are used).
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -187,19 +189,11 @@ def choose_kernel(
     if dtype not in TYPE_NAMES:
         raise TypeError(f"involution cuda: unsupported dtype {dtype}; use one of {list(TYPE_NAMES)}")
     n, channels = int(output_shape[0]), int(tensors[0].shape[1] if role == "backward_weight" else output_shape[1])
-    generic_total = 1
-    for size in output_shape:
-        generic_total *= int(size)
-    generic = KernelChoice(
-        generic_expression(role, dtype),
-        False,
-        "",
-        64,
-        (max(1, min((generic_total + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, MAX_BLOCKS)), 1, 1),
-        THREADS_PER_BLOCK,
-    )
+    total = math.prod(int(size) for size in output_shape)
+    blocks = max(1, min(-(-total // THREADS_PER_BLOCK), MAX_BLOCKS))
+    generic = KernelChoice(generic_expression(role, dtype), False, "", 64, (blocks, 1, 1), THREADS_PER_BLOCK)
     if kernels == "generic":
-        return KernelChoice(**{**generic.__dict__, "reason": "generic kernels requested"})
+        return replace(generic, reason="generic kernels requested")
     reason = _why_not_fast(role, dtype, channels, groups, kernel_size, stride, padding, dilation, n)
     if not reason:
         k, s = kernel_size[0], stride[0]
@@ -210,14 +204,12 @@ def choose_kernel(
             reason = f"{rows} rows need {tiles_h} tile rows, more than the grid's y limit {MAX_GRID_YZ}"
         else:
             offsets = [_max_offset(tuple(t.shape), tuple(t.stride())) for t in tensors]
-            bits = 32 if max(offsets + [generic_total]) <= INT32_MAX else 64
-            return KernelChoice(
-                fast_expression(role, dtype, k, s, bits), True, "", bits, (tiles_w, tiles_h, n * groups),
-                th * tw // p,
-            )
+            bits = 32 if max(offsets + [total]) <= INT32_MAX else 64
+            grid = (tiles_w, tiles_h, n * groups)
+            return KernelChoice(fast_expression(role, dtype, k, s, bits), True, "", bits, grid, th * tw // p)
     if kernels == "fast":
         raise ValueError(f"involution cuda: no fast {role} kernel for this call: {reason}")
-    return KernelChoice(**{**generic.__dict__, "reason": reason})
+    return replace(generic, reason=reason)
 
 
 # --------------------------------------------------------------------------- loading and launching

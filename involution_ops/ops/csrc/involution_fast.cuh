@@ -1,8 +1,9 @@
 // Fast involution kernels for the shapes RedNet uses: kernel K = 3 or 7, stride S
 // (1 or 2), dilation 1, padding (K-1)/2, 16 channels per group.
 // Instantiated per (dtype, K, S, index type I) through name expressions; the
-// tile sizes come from FastTile, whose specialisations cuda.py generates
-// (FAST_TILES) so that the launch and the kernels share one table.
+// tile sizes come from FastTile / FastInputTile, whose specialisations cuda.py
+// generates (FAST_TILES, FAST_INPUT_STRIDE2_TILES) so that the launch and the
+// kernels share one table.
 //
 // A block owns (sample, group, spatial tile): blockIdx.z = sample * groups + group,
 // blockIdx.y / blockIdx.x = tile row / column, so the only division is one per block.
