@@ -49,17 +49,20 @@ How the figures are counted (`involution_ops/ops/cuda_static.py`):
 - **Division calls**: `CALL`s to the compiler's 64-bit division/remainder subroutines (`__internal_*_div/rem_*64`)
   in the kernel, counted statically (each sits behind a 32-bit fast path in the generic kernels).
 - **Instructions per output (interior path)**: every instruction of the kernel body (the called subroutines
-  excluded) is weighted by the product of the trip counts of the loops that contain it, summed, multiplied by
-  32 / (threads per block rounded to warps) x threads per block / 32 (1 for full warps) and divided by the outputs
-  one thread computes (fast forward and grad-input: 16 channels x P pixels; fast grad-weight: K x K taps x P
-  pixels; baseline and generic: 1). That is the number of warp instructions issued per 32 outputs, i.e. per output
-  and lane, the unit the issue uses. Trip counts: fast kernels 16 for the staging loop (one iteration per channel)
-  and K for the tap-row loop (stride-2 grad-input: each parity class's loop runs its number of tap rows, and the
-  code after the barrier, split among the 4 classes, counts a quarter per thread); baseline 1 (one output per thread); generic as listed in `GENERIC_TRIPS` (loops
-  for kernel_size <= 0 excluded). Straight-line code is counted once, both sides of every branch included (border
-  guards, the 64-bit slow path's call set-up, the generic kernels' unrolled-loop remainders): an upper bound for
-  the fast and generic kernels; for the baseline, whose only branches skip a tap outside the image, it is the
-  interior path exactly.
+  excluded) is weighted by the product of the trip counts of the loops that contain it; the sum is what one
+  thread issues, and one warp instruction issues it for 32 threads. Divided by the outputs one thread computes
+  (fast forward and grad-input: 16 channels x P pixels; fast grad-weight: K x K taps x P pixels; baseline and
+  generic: 1) and multiplied by (warps per block x 32) / threads per block (1 for full warps, 2 for a 16-thread
+  block), it is the warp instructions issued per 32 outputs, i.e. per output and lane, the unit the issue uses.
+  Trip counts: fast kernels 16 for the staging loop (one iteration per channel) and K for the tap-row loop
+  (stride-2 grad-input: each parity class's loop runs its class's number of tap rows, and the code after the
+  barrier, split among the 4 classes, counts a quarter per thread); baseline 1 (one output per thread); generic
+  as listed in `GENERIC_TRIPS` (the loops for kernel_size <= 0 excluded). Straight-line code is counted once,
+  both sides of every branch included (border guards, the 64-bit slow path's call set-up, the generic kernels'
+  unrolled-loop remainders): an upper bound for the fast and generic kernels; for the baseline, whose only
+  branches skip a tap outside the image, it is the interior path exactly. Full tiles are assumed: on an image
+  smaller than a tile (RedNet's 7x7 stage against 16x16 tiles) part of each block idles, which only a GPU
+  timing shows.
 """
 
 
