@@ -291,10 +291,10 @@ def report(library: str | None = None, nvdisasm: str | None = None) -> str:
         *(_row(f) for f in ours + baseline),
         "",
         "Fast tiles (rows x columns per block, pixels per thread): "
-        + ", ".join(f"K{k} s{s}{' double' if wide else ''}: {th}x{tw}, P={p}" for (k, s, wide), (th, tw, p)
+        + "; ".join(f"K{k} s{s}{' double' if wide else ''}: {th}x{tw}, P={p}" for (k, s, wide), (th, tw, p)
                     in cuda.FAST_TILES.items())
-        + ". Stride-2 grad-input: "
-        + ", ".join(f"K{k}{' double' if wide else ''}: {th}x{tw} input pixels, P={p}, 4 parity classes"
+        + ". Stride-2 grad-input (input pixels per block, 4 parity classes): "
+        + "; ".join(f"K{k}{' double' if wide else ''}: {th}x{tw}, P={p}"
                     for (k, wide), (th, tw, p) in cuda.FAST_INPUT_STRIDE2_TILES.items())
         + ".",
         "",
