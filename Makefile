@@ -36,7 +36,7 @@ BENCH := $(PY) scripts/benchmark.py
 BENCH_OPTS ?=
 
 .PHONY: help setup test coco coco-retinanet coco-faster-rcnn coco-mask-rcnn \
-	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench bench-models gpu-check
+	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench bench-models gpu-check cuda-static
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -96,6 +96,9 @@ bench: setup ## every paper model vs its ResNet baseline: latency, images/s, tra
 
 bench-models: setup ## the RetinaNet RedNet-50 / ResNet-50 pair of `make bench` alone -> results/speed-retinanet.json
 	$(PY) scripts/bench_speed.py --models retinanet_red50_fpn_1x_coco --out results/speed-retinanet.json $(BENCH_OPTS)
+
+cuda-static: setup ## CUDA kernels' registers, spills, SASS per multiply-add and per output, no GPU -> results/cuda_static.md
+	$(PY) scripts/cuda_static.py
 
 gpu-check: setup ## on a CUDA machine: every involution implementation and a RedNet-50 training step timed -> results/gpu.md, then the CUDA kernel tests
 	PYTHON='$(PY)' bash scripts/gpu_check.sh

@@ -1,4 +1,4 @@
-"""Compile the CUDA kernels to PTX with NVRTC through ctypes, without CuPy or a GPU.
+"""Compile the CUDA kernels to PTX or CUBIN with NVRTC through ctypes, without CuPy or a GPU.
 
 Used by the tests on CPU-only machines to check that the CUDA source compiles
 for given architectures and dtypes. Finds libnvrtc in the nvidia-cuda-nvrtc
@@ -10,6 +10,7 @@ import ctypes
 import glob
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -52,10 +53,20 @@ def version(library: str) -> tuple[int, int]:
     return major.value, minor.value
 
 
-def compile_to_ptx(
+@dataclass(frozen=True)
+class Compiled:
+    """One NVRTC compile: PTX text (arch='compute_XX') or CUBIN bytes (arch='sm_XX'), the lowered
+    (mangled) name of each name expression, and NVRTC's log (ptxas' report under -Xptxas -v)."""
+
+    image: bytes
+    lowered: dict[str, str]
+    log: str
+
+
+def compile_program(
     source: str, name_expressions: list[str], arch: str, options: tuple[str, ...] = (), library: str | None = None
-) -> tuple[str, dict[str, str]]:
-    """PTX text and the lowered (mangled) name of each expression, for e.g. arch='compute_80'."""
+) -> Compiled:
+    """Compile for e.g. arch='compute_80' (PTX) or arch='sm_90' (CUBIN, through ptxas)."""
     library = library or find_library()
     if library is None:
         raise NVRTCError("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
@@ -75,12 +86,14 @@ def compile_to_ptx(
         lib.nvrtcGetProgramLogSize(program, ctypes.byref(log_size))
         log = ctypes.create_string_buffer(log_size.value)
         lib.nvrtcGetProgramLog(program, log)
+        log_text = log.value.decode(errors="replace")
         if status != 0:
-            raise NVRTCError(f"compilation for {arch} failed:\n{log.value.decode(errors='replace')}")
-        ptx_size = ctypes.c_size_t()
-        _check(lib, lib.nvrtcGetPTXSize(program, ctypes.byref(ptx_size)), "nvrtcGetPTXSize")
-        ptx = ctypes.create_string_buffer(ptx_size.value)
-        _check(lib, lib.nvrtcGetPTX(program, ptx), "nvrtcGetPTX")
+            raise NVRTCError(f"compilation for {arch} failed:\n{log_text or '(empty log: e.g. over 48 KB of static shared memory)'}")
+        kind = "CUBIN" if arch.startswith("sm_") else "PTX"
+        size = ctypes.c_size_t()
+        _check(lib, getattr(lib, f"nvrtcGet{kind}Size")(program, ctypes.byref(size)), f"nvrtcGet{kind}Size")
+        image = ctypes.create_string_buffer(size.value)
+        _check(lib, getattr(lib, f"nvrtcGet{kind}")(program, image), f"nvrtcGet{kind}")
         lowered = {}
         for expression in name_expressions:
             name = ctypes.c_char_p()
@@ -90,9 +103,17 @@ def compile_to_ptx(
                 "nvrtcGetLoweredName",
             )
             lowered[expression] = name.value.decode()
-        return ptx.value.decode(), lowered
+        return Compiled(image.raw[: size.value], lowered, log_text)
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(program))
 
 
-__all__ = ["NVRTCError", "compile_to_ptx", "find_library", "version", "Path"]
+def compile_to_ptx(
+    source: str, name_expressions: list[str], arch: str, options: tuple[str, ...] = (), library: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """PTX text and the lowered (mangled) name of each expression, for e.g. arch='compute_80'."""
+    compiled = compile_program(source, name_expressions, arch, options, library)
+    return compiled.image.rstrip(b"\0").decode(), compiled.lowered
+
+
+__all__ = ["Compiled", "NVRTCError", "compile_program", "compile_to_ptx", "find_library", "version", "Path"]

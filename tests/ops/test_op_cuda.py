@@ -1,10 +1,11 @@
-"""The CUDA kernels: NVRTC compilation to PTX (no GPU needed), a host emulation
-that runs the very kernel source on the CPU through the CUDA backend's own
-argument marshalling (no GPU needed), and runtime checks against the reference
-in every dtype (skipped without a GPU and CuPy)."""
+"""The CUDA kernels: NVRTC compilation to PTX (no GPU needed), a threaded host
+emulation that runs the very kernel source on the CPU through the CUDA backend's
+own dispatch and argument marshalling (no GPU needed), and runtime checks against
+the reference in every dtype (skipped without a GPU and CuPy)."""
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 
@@ -61,8 +62,9 @@ def nvrtc_library():
 
 
 @pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_cuda_source_compiles_to_ptx(nvrtc_library, dtype, arch):
+def test_cuda_source_compiles_to_ptx(nvrtc_library, arch):
+    """PTX with every kernel's entry (every dtype and architecture to CUBIN: test_cuda_static.py)."""
+    dtype = torch.float32
     expressions = cuda.name_expressions(dtype)
     ptx, lowered = nvrtc.compile_to_ptx(
         cuda.kernel_source(), expressions, arch, cuda.COMPILE_OPTIONS, library=nvrtc_library
@@ -83,99 +85,242 @@ def test_cupy_accepts_the_module_arguments():
 
 
 # --------------------------------------------------------------------------- host emulation
+# One host thread per CUDA thread: __syncthreads is a C++20 std::barrier across the block's threads,
+# blockIdx / threadIdx are thread_local, and shared memory is one block-wide buffer filled with NaN
+# bytes before every block, so a kernel that reads shared memory it did not write, or reads before
+# the barrier, produces NaN. Launches go through the CUDA backend's own dispatch and argument
+# marshalling (cuda._launch is replaced); only the kernel execution is emulated.
 
 _SHIM = r"""
+#include <algorithm>
+#include <barrier>
 #include <cstring>
+#include <thread>
+#include <vector>
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
-struct involution_dim3 { unsigned int x; };
-static involution_dim3 blockIdx, threadIdx, blockDim, gridDim;
+#define __launch_bounds__(...)
+struct involution_dim3 { unsigned int x, y, z; };
+static thread_local involution_dim3 blockIdx, threadIdx;
+static involution_dim3 blockDim, gridDim;
+static std::barrier<>* involution_block_barrier;
+static unsigned char* involution_block_shared;
+static const std::size_t involution_shared_bytes = 48 * 1024;
+static inline void __syncthreads() { involution_block_barrier->arrive_and_wait(); }
+#define INVOLUTION_SHARED(type, name, count) \
+  static_assert(sizeof(type) * (count) <= involution_shared_bytes, "over 48 KB"); \
+  type* name = reinterpret_cast<type*>(involution_block_shared)
+using std::min;
 static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
 static inline float involution_host_half_to_float(unsigned short b) { _Float16 h; std::memcpy(&h, &b, 2); return (float)h; }
 static inline unsigned short involution_host_float_to_half(float f) {
   _Float16 h = (_Float16)f; unsigned short b; std::memcpy(&b, &h, 2); return b;
 }
+
+// Runs the grid block after block; each block's threads run concurrently and meet at the barrier.
+template <typename Kernel>
+static void involution_run(unsigned gx, unsigned gy, unsigned gz, unsigned block, Kernel kernel) {
+  gridDim = {gx, gy, gz};
+  blockDim = {block, 1, 1};
+  std::vector<unsigned char> shared(involution_shared_bytes);
+  std::barrier<> barrier((std::ptrdiff_t)block);
+  involution_block_barrier = &barrier;
+  involution_block_shared = shared.data();
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < block; ++t)
+    threads.emplace_back([&, t] {
+      threadIdx = {t, 0, 0};
+      for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+          for (unsigned x = 0; x < gx; ++x) {
+            barrier.arrive_and_wait();  // the previous block is done with shared memory
+            if (t == 0) std::memset(shared.data(), 0xff, shared.size());  // NaN in float and double
+            barrier.arrive_and_wait();
+            blockIdx = {x, y, z};
+            kernel();
+          }
+    });
+  for (auto& thread : threads) thread.join();
+}
 """
 
 _ENTRY = r"""
-extern "C" void run_{kernel}_{suffix}(const void* a, const void* b, void* out, const long long* v,
-                                      unsigned int grid, unsigned int block) {{
+extern "C" void {symbol}(const void* a, const void* b, void* out, const long long* v,
+                         unsigned gx, unsigned gy, unsigned gz, unsigned block) {{
   typedef {type} T;
-  gridDim.x = grid; blockDim.x = block;
-  for (unsigned int bi = 0; bi < grid; ++bi)
-    for (unsigned int ti = 0; ti < block; ++ti) {{
-      blockIdx.x = bi; threadIdx.x = ti;
-      involution::{kernel}<T>((const T*)a, (const T*)b, (T*)out, {scalars});
-    }}
+  involution_run(gx, gy, gz, block, [&] {{ {expression}((const T*)a, (const T*)b, (T*)out, {scalars}); }});
 }}
 """
 
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}
-_SCALARS = {"forward_kernel": 25, "backward_input_kernel": 25, "backward_weight_kernel": 23}
+_SCALARS = {"forward": 25, "backward_input": 25, "backward_weight": 23}  # generic kernels
+_FAST_SCALARS = {"forward": 15, "backward_input": 15, "backward_weight": 13}
+GENERIC_GRID, GENERIC_BLOCK = (3, 1, 1), 7  # several blocks, and grid-stride loops that wrap
 
 
-@pytest.fixture(scope="module")
-def emulated_kernels(tmp_path_factory):
+def _symbol(expression: str) -> str:
+    return "run_" + re.sub(r"\W+", "_", expression)
+
+
+def _scalar_count(expression: str) -> int:
+    role = re.search(r"(forward|backward_input|backward_weight)_kernel", expression).group(1)
+    return (_FAST_SCALARS if "fast_" in expression else _SCALARS)[role]
+
+
+def build_emulation(folder, source: str, expressions_by_dtype: dict[torch.dtype, list[str]]) -> ctypes.CDLL:
+    """Compile `source` (the kernels) with g++ into a library of one run_* entry per expression."""
     compiler = shutil.which("g++")
     if compiler is None:
         require.missing("cpu", "no g++ to build the host emulation of the CUDA kernels")
-    source = _SHIM + cuda.kernel_source()
-    for dtype, suffix in _SUFFIX.items():
-        for kernel, count in _SCALARS.items():
-            scalars = ", ".join(f"v[{i}]" for i in range(count))
-            source += _ENTRY.format(kernel=kernel, suffix=suffix, type=cuda.TYPE_NAMES[dtype], scalars=scalars)
-    folder = tmp_path_factory.mktemp("cuda_emulation")
-    (folder / "emulation.cpp").write_text(source)
+    code = _SHIM + source
+    for dtype, expressions in expressions_by_dtype.items():
+        for expression in expressions:
+            scalars = ", ".join(f"v[{i}]" for i in range(_scalar_count(expression)))
+            code += _ENTRY.format(symbol=_symbol(expression), type=cuda.TYPE_NAMES[dtype], expression=expression,
+                                  scalars=scalars)
+    (folder / "emulation.cpp").write_text(code)
     library = folder / "emulation.so"
     result = subprocess.run(
-        [compiler, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(library), str(folder / "emulation.cpp")],
+        [compiler, "-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas", "-shared", "-fPIC", "-o", str(library),
+         str(folder / "emulation.cpp")],
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr[-4000:]
     return ctypes.CDLL(str(library))
 
 
-@pytest.fixture(params=[(1, 1), (3, 7)], ids=["one-thread", "3x7-grid-stride"])
-def emulated_cuda(request, emulated_kernels, monkeypatch):
-    """The CUDA backend with its launch replaced by a serial run of the same kernels on the CPU."""
-    grid, block = request.param
+@pytest.fixture(scope="session")
+def emulated_kernels(tmp_path_factory):
+    """Every kernel of every dtype (generic and fast), compiled once per session."""
+    return build_emulation(
+        tmp_path_factory.mktemp("cuda_emulation"), cuda.kernel_source(), {d: cuda.name_expressions(d) for d in DTYPES}
+    )
 
-    def launch(name, output, tensors, scalars):
-        function = getattr(emulated_kernels, f"run_{name}_{_SUFFIX[output.dtype]}")
-        assert len(scalars) == _SCALARS[name]
-        values = (ctypes.c_longlong * len(scalars))(*scalars)
+
+def emulated_launch(library, launched: list | None = None):
+    """A replacement for cuda._launch that runs the chosen kernel in `library` on the CPU."""
+
+    def launch(choice, output, tensors, scalars):
+        if output.numel() == 0:
+            return output
+        function = getattr(library, _symbol(choice.expression))
+        assert len(scalars) == _scalar_count(choice.expression)
+        args = cuda._scalar_args(choice, scalars)  # the GPU's marshalling: int32 where the kernel takes int
+        values = (ctypes.c_longlong * len(args))(*(int(a) for a in args))
+        grid, block = (choice.grid, choice.block) if choice.fast else (GENERIC_GRID, GENERIC_BLOCK)
         pointers = [ctypes.c_void_p(t.data_ptr()) for t in (*tensors, output)]
-        function(*pointers, values, ctypes.c_uint(grid), ctypes.c_uint(block))
+        function(*pointers, values, *(ctypes.c_uint(g) for g in grid), ctypes.c_uint(block))
+        if launched is not None:
+            launched.append(choice)
         return output
 
-    monkeypatch.setattr(cuda, "_launch", launch)
-    return cuda
+    return launch
+
+
+@pytest.fixture
+def launched(emulated_kernels, monkeypatch) -> list:
+    """Replaces the CUDA backend's launch by the threaded host emulation of the same kernels;
+    the list receives the KernelChoice of every launch."""
+    choices: list = []
+    monkeypatch.setattr(cuda, "_launch", emulated_launch(emulated_kernels, choices))
+    return choices
+
+
+def _emulated_compare(case, dtype, kernels):
+    _compare(
+        case,
+        dtype,
+        lambda x, w, s, p, d: cuda.forward(x, w, *_pairs(s, p, d), kernels=kernels),
+        lambda go, w, size, s, p, d: cuda.backward_input(go, w, size, *_pairs(s, p, d), kernels=kernels),
+        lambda go, x, ks, g, s, p, d: cuda.backward_weight(go, x, ks, g, *_pairs(s, p, d), kernels=kernels),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_emulated_cuda_kernels_match_reference(emulated_cuda, case, dtype):
-    _compare(
-        case,
-        dtype,
-        lambda x, w, s, p, d: emulated_cuda.forward(x, w, *_pairs(s, p, d)),
-        lambda go, w, size, s, p, d: emulated_cuda.backward_input(go, w, size, *_pairs(s, p, d)),
-        lambda go, x, ks, g, s, p, d: emulated_cuda.backward_weight(go, x, ks, g, *_pairs(s, p, d)),
-    )
+def test_emulated_generic_kernels_match_reference(launched, case, dtype):
+    """No case here has 16 channels per group with K 3/7 and padding (K-1)/2: the dispatch falls back."""
+    _emulated_compare(case, dtype, "auto")
+    assert [c.fast for c in launched] == [False] * 3 and all(c.reason for c in launched)
 
 
-def test_emulated_cuda_kernels_read_zero_strides(emulated_cuda):
+# RedNet's shapes (16 channels per group, padding (K-1)/2), each with several blocks in the grid:
+# odd sizes, borders, images smaller than the kernel, strides, layouts.
+FAST_CASES = [
+    (1, 16, 1, 19, 35, 3, 1, 1, 1, "contiguous"),
+    (2, 32, 2, 17, 19, 7, 1, 3, 1, "channels_last"),
+    (1, 16, 1, 19, 21, 7, 2, 3, 1, "noncontiguous"),
+    (1, 32, 2, 17, 18, 3, 2, 1, 1, "channels_last"),
+    (1, 16, 1, 3, 2, 7, 1, 3, 1, "noncontiguous"),
+    (2, 16, 1, 5, 4, 3, 2, 1, 1, "contiguous"),
+    (1, 16, 1, 9, 37, 7, 2, 3, 1, "channels_last"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+def test_emulated_fast_kernels_match_reference(launched, case, dtype):
+    """The fast kernels (the dispatch picks them for these shapes), in every dtype."""
+    _emulated_compare(case, dtype, "auto")
+    assert [c.fast for c in launched] == [True, True, True]
+    assert all(c.index_bits == 32 for c in launched if c.fast)
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+def test_emulated_generic_kernels_on_rednet_shapes(launched, case):
+    _emulated_compare(case, torch.float32, "generic")
+    assert [c.fast for c in launched] == [False] * 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", [FAST_CASES[1], FAST_CASES[3]], ids=_case_id)
+def test_emulated_fast_kernels_64bit_index(launched, case, dtype, monkeypatch):
+    """The 64-bit instantiations, chosen here by lowering the 32-bit limit below the tensors' sizes."""
+    monkeypatch.setattr(cuda, "INT32_MAX", 100)
+    _emulated_compare(case, dtype, "fast")
+    assert {c.index_bits for c in launched if c.fast} == {64}
+
+
+def test_emulated_fast_kernels_read_zero_strides(launched):
+    """The gradient of out.sum() arrives expanded (zero strides) and the fast kernels stage it as it is."""
+    x, weight, _ = _make(*FAST_CASES[1])
+    grad = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(2, 32, *weight.shape[-2:])
+    x64, w64 = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    want_gx, want_gw = torch.autograd.grad(involution_reference(x64, w64, 1, 3, 1).sum(), (x64, w64))
+    got_gw = cuda.backward_weight(grad, x, (7, 7), 2, (1, 1), (3, 3), (1, 1), kernels="fast")
+    got_gx = cuda.backward_input(grad, weight, tuple(x.shape[-2:]), (1, 1), (3, 3), (1, 1), kernels="fast")
+    torch.testing.assert_close(got_gw, want_gw)
+    torch.testing.assert_close(got_gx, want_gx)
+
+
+def test_emulated_generic_kernels_read_zero_strides(launched):
     """The gradient of out.sum() arrives as an expanded tensor with zero strides: no copy is needed."""
     x, weight, _ = _make(*CASES[2])
     grad = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(1, 16, *weight.shape[-2:])
     expected = involution_reference(x, weight.requires_grad_(True), 3, 3, 1)
     (want,) = torch.autograd.grad(expected.sum(), weight)
-    got = emulated_cuda.backward_weight(grad, x, (7, 7), 4, (3, 3), (3, 3), (1, 1))
+    got = cuda.backward_weight(grad, x, (7, 7), 4, (3, 3), (3, 3), (1, 1))
     torch.testing.assert_close(got, want)
+
+
+FLIPPED_TAP = ("xv[p * S + v];  // tap (u, v) of pixel p", "xv[p * S + (v == 0 ? K - 1 : v)];  // mutated")
+
+
+def test_emulation_catches_a_flipped_tap(tmp_path, monkeypatch):
+    """The emulation is able to fail: the forward kernel with tap v = 0 reading tap K-1's input does not match."""
+    source = cuda.kernel_source()
+    assert source.count(FLIPPED_TAP[0]) == 1
+    expression = cuda.fast_expression("forward", torch.float32, 7, 1, 32)
+    library = build_emulation(tmp_path, source.replace(*FLIPPED_TAP), {torch.float32: [expression]})
+    monkeypatch.setattr(cuda, "_launch", emulated_launch(library))
+    x, weight, _ = _make(*FAST_CASES[1], dtype=torch.float32)
+    got = cuda.forward(x, weight, (1, 1), (3, 3), (1, 1), kernels="fast")
+    want = involution_reference(x.double(), weight.double(), 1, 3, 1)
+    with pytest.raises(AssertionError, match="Mismatched elements"):
+        torch.testing.assert_close(got.double(), want, **_tolerances(torch.float32, want))
 
 
 # --------------------------------------------------------------------------- on a GPU
@@ -214,6 +359,21 @@ def test_cuda_backend_matches_reference(case, dtype):
         )
 
     _compare(case, dtype, _on_gpu(forward_and_grads), _on_gpu(backward_input), _on_gpu(backward_weight))
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kernels", ["fast", "generic"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+def test_cuda_fast_and_generic_kernels_on_rednet_shapes(case, dtype, kernels):
+    _compare(
+        case,
+        dtype,
+        _on_gpu(lambda x, w, s, p, d: cuda.forward(x, w, *_pairs(s, p, d), kernels=kernels)),
+        _on_gpu(lambda go, w, size, s, p, d: cuda.backward_input(go, w, size, *_pairs(s, p, d), kernels=kernels)),
+        _on_gpu(lambda go, x, ks, g, s, p, d: cuda.backward_weight(go, x, ks, g, *_pairs(s, p, d), kernels=kernels)),
+    )
 
 
 @pytest.mark.gpu

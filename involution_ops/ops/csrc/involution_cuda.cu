@@ -9,6 +9,10 @@
 // from functions the including file provides.
 #include "involution_index.h"
 
+#ifndef INVOLUTION_SHARED  // the host emulation maps it to one block-wide buffer
+#define INVOLUTION_SHARED(type, name, count) __shared__ type name[count]
+#endif
+
 namespace involution {
 
 struct half_t {
@@ -179,3 +183,5 @@ __global__ void backward_weight_kernel(const T* __restrict__ grad_out, const T* 
 }
 
 }  // namespace involution
+
+#include "involution_fast.cuh"
