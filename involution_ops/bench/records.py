@@ -2,7 +2,9 @@
 
 Shared by the detection and segmentation suites; written by the training and evaluation
 processes (involution_ops.bench.session), read by involution_ops.bench.tables. A record is never overwritten (a name
-clash moves the timestamp on by a second) and appears whole or not at all.
+clash moves the timestamp on by a second) and appears whole or not at all. Records are strict JSON:
+a non-finite number is written as null. A run that failed (status "failed") is recorded in its
+own run folder only (failed_record.json), never in results/runs.
 """
 from __future__ import annotations
 
@@ -63,12 +65,13 @@ def metrics_from_mm(raw: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def loss_curve(run_dir: str | Path) -> list[list[float]]:
+def loss_curve(run_dir: str | Path) -> list[list[float | None]]:
     """[[iter, loss], ...] from mmengine's scalar logs (vis_data/*.json) of every session in run_dir.
 
     A resumed run has one session folder per start; later sessions win for repeated iterations.
+    A non-finite loss is None (null in the record).
     """
-    points: dict[int, float] = {}
+    points: dict[int, float | None] = {}
     for log in sorted(Path(run_dir).glob("*/vis_data/*.json")):
         if log.name == "config.json":
             continue
@@ -79,7 +82,8 @@ def loss_curve(run_dir: str | Path) -> list[list[float]]:
                 continue
             step = entry.get("iter", entry.get("step"))
             if isinstance(entry, dict) and "loss" in entry and step is not None:
-                points[int(step)] = round(float(entry["loss"]), 5)
+                loss = _finite(entry["loss"])
+                points[int(step)] = round(loss, 5) if loss is not None else None
     return [[step, points[step]] for step in sorted(points)]
 
 
@@ -161,16 +165,37 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by None, so that it is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def _text(record: dict[str, Any]) -> str:
+    for key in ("name", "suite", "dataset", "metrics"):
+        if key not in record:
+            raise ValueError(f"run record lacks {key!r}")
+    return json.dumps(strict_json({"schema": SCHEMA, **record}), indent=1, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results" / "runs") -> Path:
     """Write `<name>__<dataset>__<YYYYmmdd-HHMMSS>.json`; never replaces a file, never leaves half a record.
 
     A name already taken moves the timestamp on by a second (io.write_new: a kill at any moment
     leaves either no record or a whole one)."""
-    for key in ("name", "suite", "dataset", "metrics"):
-        if key not in record:
-            raise ValueError(f"run record lacks {key!r}")
+    text = _text(record)
     when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    text = json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=False) + "\n"
     names = (f"{record['name']}__{record['dataset']}__{when + _dt.timedelta(seconds=step):%Y%m%d-%H%M%S}.json"
              for step in range(1000))
     return write_new(Path(runs_dir), names, text)
+
+
+def write_failed_record(record: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write the record of a failed run as `failed_record.json` (then `-1`, `-2`, ...) in its run folder."""
+    text = _text(record)
+    return write_new(Path(run_dir), ("failed_record" + (f"-{n}" if n else "") + ".json" for n in range(1000)), text)

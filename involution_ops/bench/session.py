@@ -1,8 +1,16 @@
 """What runs inside a training or evaluation process: join the process group, load the run's
 config.py (rank 0's, on every rank), build mmengine's Runner, train + test or evaluate, and
-write the run record (rank 0)."""
+write the run record (rank 0).
+
+Exit codes: 0 the run is recorded in results/runs; 1 the run failed (non-finite loss, full disk,
+a test that evaluated nothing: a `failed_record.json` in its run folder where the disk allows,
+nothing in results/runs); 2 it could not start; 3 it trained and tested but its record could not
+be written to results/runs, so it was written to the run folder (the tables do not see it yet).
+"""
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import dataset_identity, records
+from . import checkpoint_files, dataset_identity, records, training_guards
 from .runconfig import RUN_KEY, load_model_config, relative
 
 
@@ -92,7 +100,9 @@ def build_runner(cfg: Any) -> Any:
     return Runner.from_cfg(cfg)
 
 
-def base_record(cfg: Any, runner: Any) -> dict[str, Any]:
+def base_record(cfg: Any, runner: Any, tested: bool = True) -> dict[str, Any]:
+    """The fields every record has; ``tested``: the runner has run its test (the evaluated data
+    is identified), else the record's dataset_identity is None."""
     from mmengine.dist import get_world_size
 
     facts = cfg[RUN_KEY]
@@ -116,7 +126,7 @@ def base_record(cfg: Any, runner: Any) -> dict[str, Any]:
         "versions": records.versions(),
         "hardware": records.hardware(),
         **({"batch": facts["batch"]} if facts.get("batch") else {}),
-        "dataset_identity": evaluated_data(cfg, runner),
+        "dataset_identity": evaluated_data(cfg, runner) if tested else None,
     }
 
 
@@ -143,48 +153,155 @@ def skipped_images_record(run_dir: str) -> dict[str, Any]:
     return {"skipped_images": count, "skipped_image_files": files[:100]}
 
 
-def _write(cfg: Any, record: dict[str, Any]) -> None:
-    path = records.write_record(record, cfg[RUN_KEY]["runs_dir"])
+def _write(cfg: Any, record: dict[str, Any]) -> int:
+    """Record a run that produced its results: results/runs, or the run folder if that cannot be
+    written (exit code 3, with the command that moves it where the tables read)."""
+    runs_dir = cfg[RUN_KEY]["runs_dir"]
+    record = {"status": "ok", **record}
+    try:
+        path = records.write_record(record, runs_dir)
+    except OSError as error:
+        try:
+            path = records.write_record(record, cfg.work_dir)
+        except OSError as second:
+            print(f"error: the run record could not be written to {runs_dir} ({error}) nor to its run folder "
+                  f"{cfg.work_dir} ({second}); here it is, save it as a .json file in {runs_dir}:\n"
+                  + json.dumps(records.strict_json(record), indent=1), file=sys.stderr, flush=True)
+            return 3
+        print(f"metrics: {record['metrics']}", flush=True)
+        print(f"error: the run record could not be written to {runs_dir} ({error}); it was written to the run "
+              f"folder instead: {path}. Fix: make {runs_dir} writable (or free space), then "
+              f"`mv {path} {runs_dir}/` so that `make tables` shows the run", file=sys.stderr, flush=True)
+        return 3
     banner(f"record written: {relative(path)}")
     print(f"metrics: {record['metrics']}", flush=True)
+    return 0
+
+
+def _fail(cfg: Any, record: dict[str, Any], stage: str, message: str, iteration: int | None = None) -> int:
+    """Stop with ``error: message`` (exit 1); keep the failed run's record in its run folder only."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if not is_main_process():
+        return 1
+    record.update({"status": "failed", "metrics": {},
+                   "failure": {"stage": stage, "iteration": iteration, "error": message}})
+    try:
+        path = records.write_failed_record(record, cfg.work_dir)
+        print(f"[record] the failed run is described in {relative(path)} (not in "
+              f"{cfg[RUN_KEY]['runs_dir']}: the tables show only runs that produced results)", flush=True)
+    except OSError as error:
+        print(f"[record] the failed run's record could not be written to {cfg.work_dir} ({error})", flush=True)
+    return 1
+
+
+def evaluation_problem(raw_metrics: dict[str, Any] | None, metrics: dict[str, Any], cfg: Any,
+                       identity: dict[str, Any] | None) -> str | None:
+    """Why the test evaluated nothing (no images, or no metric with a value), or None."""
+    dataset = cfg.get("test_dataloader", {}).get("dataset", {})
+    where = os.path.join(str(dataset.get("data_root", "")), str(dataset.get("ann_file", ""))).rstrip("/")
+    if identity is not None and identity.get("images_evaluated") == 0:
+        return (f"the test set is empty: no image of {where or 'test_dataloader.dataset'} was evaluated. Fix: point "
+                f"the test split at a non-empty annotation file / image folder")
+    if metrics:
+        return None
+    given = ", ".join(f"{key}={value}" for key, value in (raw_metrics or {}).items()) or "nothing"
+    return (f"the test evaluated nothing: the evaluator gave {given}, no metric with a value (pycocotools gives -1 "
+            f"where no ground truth exists). Likely cause: the test annotations ({where or 'test_dataloader'}) hold "
+            f"no objects of the configured classes, or the model predicted nothing (a diverged run). Fix: check "
+            f"that file; the trained checkpoint is kept, evaluate it again with CKPT=... once the data is fixed")
+
+
+def choose_resume(run_dir: str | Path) -> checkpoint_files.ResumePlan:
+    """Rank 0 picks the checkpoint to resume from (the newest whole one) and tells every rank."""
+    import torch.distributed as dist
+
+    outcome: list[Any] = [None]
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        for partial in checkpoint_files.remove_partial_files(run_dir):
+            print(f"[resume] removed {partial.name}, an interrupted write that was never a whole file", flush=True)
+        try:
+            outcome = [checkpoint_files.resume_plan(run_dir)]
+        except checkpoint_files.NothingToResume as error:
+            outcome = [error]
+    if dist.is_initialized():
+        dist.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _disk_full(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def train(config: str | Path, resume: bool = False) -> int:
     """Train the run of ``config`` (its run folder's config.py), test it, record it."""
     cfg = load_run_config(config)
+    resumed: dict[str, Any] = {}
     if resume:
         if not (Path(cfg.work_dir) / "last_checkpoint").is_file():
             print(f"error: nothing to resume in {cfg.work_dir}: it has no checkpoint yet", file=sys.stderr)
             return 2
+        try:
+            plan = choose_resume(cfg.work_dir)
+        except checkpoint_files.NothingToResume as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if plan.passed_over and is_main_process():
+            print(f"[resume] warning: {plan.describe()}", flush=True)
         cfg.resume = True
-        cfg.load_from = None  # mmengine then takes the work dir's last_checkpoint
+        cfg.load_from = str(plan.checkpoint)  # mmengine resumes from exactly this file
+        resumed = {"resumed_from": relative(plan.checkpoint),
+                   "resume_passed_over": [{"file": relative(path), "problem": problem}
+                                          for path, problem in plan.passed_over]}
+    checkpoint_files.install()
     started = records.now_iso()
     runner = build_runner(cfg)
+    training_guards.attach(runner)
     banner(f"training {config}")
     start = time.perf_counter()
-    runner.train()
-    train_seconds = time.perf_counter() - start
-    banner(f"testing {config}")
-    raw_metrics = runner.test()
-    if is_main_process():
-        record = base_record(cfg, runner)
+
+    def so_far() -> dict[str, Any]:
         checkpoint = Path(cfg.work_dir) / "last_checkpoint"
-        record.update({
-            "metrics": records.metrics_from_mm(raw_metrics or {}),
+        return {
             "iterations": int(runner.iter),
             "wall_time_s": round(time.perf_counter() - start, 1),
-            "train_time_s": round(train_seconds, 1),
             "peak_memory_mb": records.peak_memory_mb(),
             "loss_curve": records.loss_curve(cfg.work_dir),
             "checkpoint": relative(checkpoint.read_text().strip()) if checkpoint.exists() else "",
             "evaluated_checkpoint_only": False,
-            **skipped_images_record(cfg.work_dir),
             "resumed": bool(resume),
+            **resumed,
             "started_at": started,
             "finished_at": records.now_iso(),
-        })
-        _write(cfg, record)
-    return 0
+        }
+
+    try:
+        runner.train()
+    except training_guards.NonFiniteLoss as error:
+        return _fail(cfg, {**base_record(cfg, runner, tested=False), **so_far()}, "training", str(error),
+                     error.iteration)
+    except OSError as error:
+        if not _disk_full(error):
+            raise
+        last = so_far()["checkpoint"]
+        where = f" ({error.filename})" if error.filename and str(error.filename) not in str(error.strerror) else ""
+        message = (f"{error.strerror}{where}, at iteration {runner.iter + 1}."
+                   + (f" The last whole checkpoint is {last}: RESUME=1 continues from it once there is room"
+                      if last else ""))
+        return _fail(cfg, {**base_record(cfg, runner, tested=False), **so_far()}, "training", message,
+                     runner.iter + 1)
+    train_seconds = time.perf_counter() - start
+    banner(f"testing {config}")
+    raw_metrics = runner.test()
+    if not is_main_process():
+        return 0
+    record = {**base_record(cfg, runner), **so_far(), "train_time_s": round(train_seconds, 1),
+              "metrics": records.metrics_from_mm(raw_metrics or {}), **skipped_images_record(cfg.work_dir)}
+    problem = evaluation_problem(raw_metrics, record["metrics"], cfg, record["dataset_identity"])
+    if problem:
+        return _fail(cfg, record, "test", problem)
+    return _write(cfg, record)
 
 
 def checkpoint_iteration(meta: dict) -> int | None:
@@ -231,18 +348,21 @@ def evaluate(config: str | Path) -> int:
     banner(f"evaluating {source} with {config}")
     start = time.perf_counter()
     raw_metrics = runner.test()
-    if is_main_process():
-        record = base_record(cfg, runner)
-        record.update({
-            "metrics": records.metrics_from_mm(raw_metrics or {}),
-            "iterations": checkpoint_iteration(checkpoint.meta),
-            "wall_time_s": round(time.perf_counter() - start, 1),
-            "peak_memory_mb": records.peak_memory_mb(),
-            "loss_curve": [],
-            "checkpoint": relative(source),
-            "evaluated_checkpoint_only": True,
-            "started_at": started,
-            "finished_at": records.now_iso(),
-        })
-        _write(cfg, record)
-    return 0
+    if not is_main_process():
+        return 0
+    record = base_record(cfg, runner)
+    record.update({
+        "metrics": records.metrics_from_mm(raw_metrics or {}),
+        "iterations": checkpoint_iteration(checkpoint.meta),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "peak_memory_mb": records.peak_memory_mb(),
+        "loss_curve": [],
+        "checkpoint": relative(source),
+        "evaluated_checkpoint_only": True,
+        "started_at": started,
+        "finished_at": records.now_iso(),
+    })
+    problem = evaluation_problem(raw_metrics, record["metrics"], cfg, record["dataset_identity"])
+    if problem:
+        return _fail(cfg, record, "test", problem)
+    return _write(cfg, record)

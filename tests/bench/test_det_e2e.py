@@ -17,19 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 pytestmark = pytest.mark.slow
 
-CONFIG = "retinanet_red50_neck_fpn_1x_coco"
-# Tiny images, a two-image test set, every prediction kept (so the AP of a barely trained model
-# is not simply zero), checkpoints every 2 iterations.
-TINY = ["train_dataloader.dataset.pipeline.2.scale=(128,96)", "test_dataloader.dataset.pipeline.1.scale=(128,96)",
-        "test_dataloader.dataset.indices=4", "model.test_cfg.score_thr=0.0", "default_hooks.logger.interval=1",
-        "default_hooks.checkpoint.interval=2", "default_hooks.checkpoint.max_keep_ckpts=10"]
+CONFIG = runs.TOY_RETINANET
+TINY = runs.TINY_RETINANET
 
 
 def _command(work: Path, *extra: str, iters: int = 6, predictions: str = "") -> list[str]:
-    options = [f"test_evaluator.outfile_prefix={work / predictions}"] if predictions else []
-    return [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "coco", "retinanet", "--configs", CONFIG,
-            "--work-dir", str(work / "work_dirs"), "--runs-dir", str(work / "runs"), *extra,
-            "--cfg-options", f"train_cfg.max_iters={iters}", *TINY, *options]
+    options = (f"test_evaluator.outfile_prefix={work / predictions}",) if predictions else ()
+    return runs.toy_retinanet_command(work, *extra, iters=iters, options=options)
 
 
 def _records(work: Path) -> list[dict]:

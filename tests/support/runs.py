@@ -5,8 +5,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -42,3 +45,20 @@ def kill_at_first_checkpoint(command: list[str], runs: Path, cwd: Path, timeout:
 # classes in the head and, by name, in every split's dataset (COCO's 80 names match none of them).
 FIT_TOY_COCO = ["model.bbox_head.num_classes=3"] + [
     f"{split}_dataloader.dataset.metainfo.classes=(circle,square,triangle)" for split in ("train", "val", "test")]
+
+
+TOY_RETINANET = "retinanet_red50_neck_fpn_1x_coco"
+# Tiny images, a four-image test set, every prediction kept (so the AP of a barely trained model
+# is not simply zero), checkpoints every 2 iterations.
+TINY_RETINANET = ["train_dataloader.dataset.pipeline.2.scale=(128,96)",
+                  "test_dataloader.dataset.pipeline.1.scale=(128,96)", "test_dataloader.dataset.indices=4",
+                  "model.test_cfg.score_thr=0.0", "default_hooks.logger.interval=1",
+                  "default_hooks.checkpoint.interval=2", "default_hooks.checkpoint.max_keep_ckpts=10"]
+
+
+def toy_retinanet_command(work: Path, *extra: str, iters: int = 6, options: tuple[str, ...] = ()) -> list[str]:
+    """scripts/benchmark.py training the tiny toy RetinaNet: run folders in work/work_dirs, records
+    in work/runs; `extra` are benchmark.py arguments, `options` more --cfg-options."""
+    return [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "coco", "retinanet", "--configs", TOY_RETINANET,
+            "--work-dir", str(work / "work_dirs"), "--runs-dir", str(work / "runs"), *extra,
+            "--cfg-options", f"train_cfg.max_iters={iters}", *TINY_RETINANET, *options]
