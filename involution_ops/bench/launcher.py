@@ -416,9 +416,10 @@ def check_output_folders(jobs: list[Job], configs: dict[str, Any], args: argpars
     if args.node_rank > 0 or not jobs:
         return
     try:
-        run_space.check_writable(args.runs_dir, "results/runs" if args.runs_dir == "results/runs" else "--runs-dir")
+        run_space.check_writable(args.runs_dir, "the run records' folder")
         for job in jobs:
-            run_space.check_writable(job.run_dir or Path(args.work_dir) / args.suite / job.name, "WORK_DIR")
+            run_space.check_writable(job.run_dir or Path(args.work_dir) / args.suite / job.name, "WORK_DIR",
+                                     "WORK_DIR")
         if args.ckpt:
             return  # an evaluation saves no checkpoint
         estimates = [run_space.estimate(job.name, configs[job.name]) for job in jobs]
@@ -428,13 +429,16 @@ def check_output_folders(jobs: list[Job], configs: dict[str, Any], args: argpars
     print("  " + "\n  ".join(lines), flush=True)
 
 
-def interrupted_message(args: argparse.Namespace, job: Job | None) -> str:
+def interrupted_message(args: argparse.Namespace, job: Job | None, run_dir: Path | None = None) -> str:
     """The one line a Ctrl-C ends with: how to go on."""
     if job is None:
         return "interrupted before any run started; nothing was written. Run the same command again to start"
     if args.ckpt:
         return f"interrupted: the evaluation of {job.name} stopped. Run the same command again to evaluate it"
-    return (f"interrupted: {job.name} stopped; its checkpoints are in {args.work_dir}/{args.suite}/{job.name}/. "
+    if run_dir is not None and not (run_dir / "last_checkpoint").is_file() and not job.resume:
+        return (f"interrupted: {job.name} stopped before its first checkpoint (nothing to resume in {run_dir}). "
+                f"Run the same command again to start it anew")
+    return (f"interrupted: {job.name} stopped; its checkpoints are in {run_dir or args.work_dir}. "
             f"Continue with: {make_command(args, resume=True)} (scripts/benchmark.py: the same arguments "
             f"and --resume)")
 
@@ -498,7 +502,8 @@ def run_jobs(jobs: list[Job], configs: dict[str, Any], dataset: str, partition_g
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
         if interrupted:
-            print(f"\n{interrupted_message(args, job)}", file=sys.stderr, flush=True)
+            print(f"\n{interrupted_message(args, job, None if scratch else config.parent)}", file=sys.stderr,
+                  flush=True)
             return INTERRUPTED
         seconds = time.perf_counter() - start
         summary.append((job.name, returncode, seconds))

@@ -25,19 +25,21 @@ def existing_folder(path: str | Path) -> Path:
     return path
 
 
-def check_writable(path: str | Path, what: str) -> Path:
-    """Refuse a folder (or the folder it would be created in) that cannot be written; the folder tried."""
+def check_writable(path: str | Path, what: str, setting: str | None = None) -> Path:
+    """Refuse a folder (or the folder it would be created in) that cannot be written; the folder tried.
+    ``what`` names it in messages, ``setting`` is the variable that chooses it (if there is one)."""
     folder = existing_folder(path)
+    other = f" or set {setting} to a writable folder" if setting else ""
     if not folder.is_dir():
-        raise SpaceError(f"{what} {path}: {folder} is a file, not a folder. Fix: set {what} to a folder")
+        raise SpaceError(f"{what} {path}: {folder} is a file, not a folder. Fix: remove or rename that file{other}")
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".involution-write-test-")
         os.close(handle)
         os.remove(probe)
     except OSError as error:
         raise SpaceError(f"{what} {path} is not writable ({error.strerror or error} in {folder}), so "
-                         f"{'the checkpoints and logs' if what == 'WORK_DIR' else 'the run records'} could not be "
-                         f"saved. Fix: make it writable or set {what} to a writable folder") from None
+                         f"{'the checkpoints and logs' if setting == 'WORK_DIR' else 'the run records'} could not be "
+                         f"saved. Fix: make it writable{other}") from None
     return folder
 
 

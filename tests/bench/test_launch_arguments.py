@@ -33,8 +33,7 @@ def test_several_nodes_need_a_master_address(monkeypatch):
     with pytest.raises(LaunchError, match="NNODES=2 needs MASTER_ADDR") as error:
         check_launch(_args("--nnodes", "2"), cuda=False)
     assert "MASTER_ADDR='<address of node 0>'" in str(error.value) and "SLURM_PARTITION" in str(error.value)
-    with pytest.raises(LaunchError, match="loopback"):
-        check_launch(_args("--nnodes", "2", "--master-addr", "127.0.0.1"), cuda=False)
+    check_launch(_args("--nnodes", "2", "--master-addr", "127.0.0.1", "--gpus", "1"), cuda=False)  # one machine
     check_launch(_args("--nnodes", "2", "--master-addr", "10.1.2.3", "--gpus", "1"), cuda=False)
     check_launch(_args("--nnodes", "2", "--slurm-partition", "gpu", "--gpus", "64"), cuda=False)  # Slurm places them
     monkeypatch.setenv("MASTER_ADDR", "10.1.2.3")  # make passes it only when set; the environment then counts
@@ -140,6 +139,7 @@ DRIVER = textwrap.dedent("""
 def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
     """SIGINT to the whole process group, as the terminal sends it: the launcher and its training
     process (scripts/train.py, its training replaced by a sleep) end without a traceback."""
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_2.pth"))  # the run has saved once
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path)], cwd=ROOT, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -157,6 +157,15 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
     (message,) = err.strip().splitlines()
     assert message.startswith(f"interrupted: {NAME} stopped")
     assert f"make coco-retinanet WORK_DIR={tmp_path} SEED=5 RESUME=1" in message
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path):
+    args = _args("--work-dir", str(tmp_path))
+    job = launcher.Job(NAME, Path("unused.py"))
+    message = launcher.interrupted_message(args, job, tmp_path)
+    assert "before its first checkpoint" in message and "RESUME=1" not in message
+    (tmp_path / "last_checkpoint").write_text("iter_2.pth")
+    assert "RESUME=1" in launcher.interrupted_message(args, job, tmp_path)
 
 
 def test_train_script_on_its_own_says_how_to_resume(monkeypatch, capsys):
@@ -185,11 +194,11 @@ def test_a_folder_that_cannot_be_written_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(run_space.SpaceError, match="is a file, not a folder"):
-        run_space.check_writable(blocker / "work_dirs", "WORK_DIR")
+        run_space.check_writable(blocker / "work_dirs", "WORK_DIR", "WORK_DIR")
     if os.access("/sys", os.W_OK) and not os.path.ismount("/sys"):
         pytest.skip("no read-only folder on this machine")
     with pytest.raises(run_space.SpaceError, match="WORK_DIR /sys/work_dirs is not writable"):
-        run_space.check_writable("/sys/work_dirs", "WORK_DIR")
+        run_space.check_writable("/sys/work_dirs", "WORK_DIR", "WORK_DIR")
     assert run_space.check_writable(tmp_path / "new" / "runs", "results/runs") == tmp_path
     assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
