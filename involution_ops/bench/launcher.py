@@ -481,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunConfigError as error:
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # between two runs
+        print(f"\ninterrupted: continue with: {make_command(args, resume=True)}", file=sys.stderr, flush=True)
+        return INTERRUPTED
 
 
 def run_jobs(jobs: list[Job], configs: dict[str, Any], dataset: str, partition_gpus: bool | None,

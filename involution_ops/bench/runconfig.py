@@ -75,10 +75,10 @@ def load_problem(path: str | Path, error: BaseException) -> str:
     """One line naming what is wrong: for a syntax error the file (this one or a _base_ it reads), the
     line and its text; else the error's own message with its lines joined."""
     syntax = _syntax_error(error)
-    if syntax is None:  # mmengine reports a base file's syntax error as its own text only: find it
-        syntax = _first_syntax_error(Path(path))
+    if syntax is None or not Path(syntax.filename or "").is_file():  # mmengine parses the text without its
+        syntax = _first_syntax_error(Path(path)) or syntax           # file name: find the file (or _base_)
     if syntax is not None:
-        where = relative(syntax.filename) if syntax.filename and Path(syntax.filename).is_file() else relative(path)
+        where = relative(syntax.filename) if Path(syntax.filename or "").is_file() else relative(path)
         text = (syntax.text or "").strip()
         return (f"syntax error in {where} line {syntax.lineno}: {syntax.msg}"
                 + (f": {text}" if text else "") + ". Fix: correct that line")
