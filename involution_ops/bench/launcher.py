@@ -93,10 +93,15 @@ def parse_args(argv: list[str] | None, manifest: zoo.Zoo | None = None) -> argpa
     args = parser.parse_args(argv)
     if args.cfg_options_line:
         try:
-            args.cfg_options = [*args.cfg_options, *shlex.split(args.cfg_options_line)]
+            words = shlex.split(args.cfg_options_line)
         except ValueError as error:
             parser.error(f"CFG_OPTIONS {args.cfg_options_line}: {error}; quote each value whole, e.g. "
                          f"CFG_OPTIONS='key=(a,b) other=1'")
+        flags = [word for word in words if word.startswith("-")]
+        if flags:
+            parser.error(f"CFG_OPTIONS holds {' '.join(flags)}: it takes config overrides (key=value) only; give "
+                         f"launcher options as make variables (CONFIGS=..., GPUS=..., see `make help`)")
+        args.cfg_options = [*args.cfg_options, *words]
     groups = manifest.groups(args.suite)
     if args.group != "all" and args.group not in groups:
         parser.error(f"unknown {args.suite} group {args.group!r}; choose one of {groups + ['all']}")

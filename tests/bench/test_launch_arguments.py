@@ -102,6 +102,15 @@ def test_cfg_options_with_brackets_and_spaces_pass_through_make(value, expected)
     assert args.cfg_options == expected
 
 
+def test_cfg_options_quoted_word_by_word_and_launcher_flags_in_them():
+    tiny = ["train_cfg.max_iters=2", "train_dataloader.dataset.pipeline.2.scale=(128,96)"]
+    words = _make_words(CONFIGS=NAME, CFG_OPTIONS=shlex.join(tiny))  # what the slurm e2e test passes
+    args = launcher.parse_args(words)
+    assert args.cfg_options == tiny and args.configs == [NAME]
+    with pytest.raises(SystemExit):
+        launcher.parse_args(_make_words(CFG_OPTIONS=f"train_cfg.max_iters=2 --configs {NAME}"))
+
+
 def test_hints_quote_cfg_options_for_the_shell():
     hint = launch_checks.cfg_options_hint(["train_dataloader.dataset.metainfo.classes=(a,b)", "x.y=1"])
     assert hint == "CFG_OPTIONS='train_dataloader.dataset.metainfo.classes=(a,b) x.y=1'"
