@@ -11,6 +11,8 @@ PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 # Run options, passed to scripts/benchmark.py only when set (see README, "Running benchmarks").
+# CFG_OPTIONS goes as one single-quoted string that benchmark.py splits like a shell, so values
+# holding '(' or spaces (CFG_OPTIONS='a.classes=(x,y) b=1') never reach the recipe's shell as code.
 yes = $(filter 1 true yes,$(1))
 RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(GPUS),--gpus $(GPUS)) \
@@ -29,7 +31,7 @@ RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(call yes,$(BASELINES)),--baselines) \
 	$(if $(BATCH),--batch $(BATCH)) \
 	$(if $(CONFIGS),--configs $(CONFIGS)) \
-	$(if $(CFG_OPTIONS),--cfg-options $(CFG_OPTIONS))
+	$(if $(CFG_OPTIONS),--cfg-options-line '$(subst ','\'',$(CFG_OPTIONS))')
 
 BENCH := $(PY) scripts/benchmark.py
 # `make bench BENCH_OPTS="--suite imagenet --repeats 10"`: options of scripts/bench_speed.py

@@ -50,6 +50,7 @@ __all__ = [
     "convert_paddleclas",
     "convert_legacy_openmmlab",
     "model_shapes_from_config",
+    "same_file",
     "save_checkpoint",
 ]
 
@@ -304,9 +305,24 @@ def model_shapes_from_config(config_path: str, framework: str) -> dict[str, torc
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(converted: Mapping[str, Any], out: str | os.PathLike, force: bool = False) -> None:
-    """Write atomically; an existing file is kept unless ``force``."""
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same path, a symbolic link to it, or a hard link (inode)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
+def save_checkpoint(converted: Mapping[str, Any], out: str | os.PathLike, force: bool = False,
+                    inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Write atomically; an existing file is kept unless ``force``, and one of ``inputs`` (the files
+    the conversion read) is never written over, ``force`` or not."""
     out = os.fspath(out)
+    for source in inputs:
+        if same_file(source, out):
+            raise FileExistsError(overwrite_input_message(source, out))
     if os.path.exists(out) and not force:
         raise FileExistsError(f"'{out}' already exists; choose another output path or pass --force to replace it")
     directory = os.path.dirname(os.path.abspath(out))
@@ -322,3 +338,14 @@ def save_checkpoint(converted: Mapping[str, Any], out: str | os.PathLike, force:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def overwrite_input_message(source: str | os.PathLike, out: str | os.PathLike) -> str:
+    link = "" if os.path.abspath(source) == os.path.abspath(out) else " (through a link)"
+    return (f"'{out}' is the input file '{source}' itself{link}; a conversion never writes over its input, "
+            f"--force or not. Fix: give another output path, e.g. '{_converted_name(out)}'")
+
+
+def _converted_name(path: str | os.PathLike) -> str:
+    root, ext = os.path.splitext(os.fspath(path))
+    return f"{root}_converted{ext or '.pth'}"

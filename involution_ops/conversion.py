@@ -12,7 +12,8 @@ Examples:
 
 A backbone file holds RedNet keys without prefix (for init_cfg=dict(type='Pretrained',
 checkpoint=...)); --keep-head keeps the 1000-class fc for RedNet(depth, num_classes=1000).
-The output is never overwritten unless --force.
+The output is never overwritten unless --force, and never when it is the input file itself
+(the same path, or the same file through a symbolic or hard link), --force or not.
 """
 from __future__ import annotations
 
@@ -59,12 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and args.source not in ("mmdet", "mmseg"):
         print("error: --config applies to mmdet/mmseg sources only", file=sys.stderr)
         return 2
+    if checkpoints.same_file(args.src, args.out):
+        print(f"error: {checkpoints.overwrite_input_message(args.src, args.out)}", file=sys.stderr)
+        return 1
     if os.path.exists(args.out) and not args.force:
         print(f"error: '{args.out}' already exists; choose another output path or pass --force", file=sys.stderr)
         return 1
     try:
         converted = convert(args)
-        checkpoints.save_checkpoint(converted, args.out, force=args.force)
+        checkpoints.save_checkpoint(converted, args.out, force=args.force, inputs=(args.src,))
     except (ValueError, OSError) as error:  # mismatch, unsafe or unreadable file, missing file, no permission...
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -12,10 +12,12 @@ The file holds everything the run needs (data root, launcher, seed, ...); nothin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
+from involution_ops.bench.runconfig import LAUNCHED_ENV, RunConfigError  # noqa: E402
 from involution_ops.bench.session import train  # noqa: E402
 
 
@@ -24,7 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="the run's config.py (in its run folder)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     args = parser.parse_args(argv)
-    return train(args.config, resume=args.resume)
+    try:
+        return train(args.config, resume=args.resume)
+    except RunConfigError as error:  # the config does not load: one line, not mmengine's chained tracebacks
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        if not os.environ.get(LAUNCHED_ENV):  # else scripts/benchmark.py says how to resume
+            print(f"\ninterrupted: continue from the last checkpoint with: python scripts/train.py "
+                  f"{args.config} --resume", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def _paper_batch(cfg: Any) -> int:
     base = scale.get("base_batch_size")
     if not isinstance(base, int) or isinstance(base, bool) or base < 1:
         raise ValueError("the config has no auto_scale_lr.base_batch_size (the paper's total batch); "
-                         "set it, e.g. --cfg-options auto_scale_lr.base_batch_size=16")
+                         "set it, e.g. CFG_OPTIONS=auto_scale_lr.base_batch_size=16")
     return base
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,17 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import zoo
+from . import run_space, zoo
 from .batch import DEFAULT_MODE, MODES
 from .io import REPO_ROOT as REPO
 from .io import banner
+from .launch_checks import LaunchError, check_launch, make_command
 from .preflight import (CONVERT_HINT, PreflightError, _local_path, check_amp, check_cityscapes, check_coco,
                         check_pretrained, match_checkpoint, read_weights)
-from .runconfig import (CONFIG_NAME, RUN_KEY, RunConfigError, RunSpec, batch_plan, build_run_config,
-                        load_model_config, place_in_run_dir, prepare_evaluation, relative, reload_run_config)
+from .runconfig import (CONFIG_NAME, LAUNCHED_ENV, RUN_KEY, RunConfigError, RunSpec, batch_plan, build_run_config,
+                        load_model_config, place_in_run_dir, prepare_evaluation, relative, reload_run_config,
+                        resume_config_name)
 from .toy_data import ensure_toy_data
 
 SCRIPTS = REPO / "scripts"
+INTERRUPTED = 130  # the shell's exit status for a process ended by SIGINT
 QUIET_WARNINGS = "ignore:pkg_resources is deprecated:UserWarning"
 EXAMPLES = """examples:
   scripts/benchmark.py coco retinanet                  # built-in toy data if data/coco is absent
@@ -63,7 +67,9 @@ def parse_args(argv: list[str] | None, manifest: zoo.Zoo | None = None) -> argpa
     parser.add_argument("--gpus", type=int, default=1, help="processes per node (GPUs; gloo processes on a CPU)")
     parser.add_argument("--nnodes", type=int, default=1)
     parser.add_argument("--node-rank", type=int, default=0)
-    parser.add_argument("--master-addr", default="127.0.0.1")
+    parser.add_argument("--master-addr", default=os.environ.get("MASTER_ADDR") or None,
+                        help="address of the NODE_RANK=0 machine (needed with --nnodes > 1 outside Slurm; "
+                             "default $MASTER_ADDR, else 127.0.0.1 on one node)")
     parser.add_argument("--master-port", type=int, default=29500)
     parser.add_argument("--slurm-partition", help="launch with srun on this partition")
     parser.add_argument("--ckpt", help="only evaluate this checkpoint (of the group's config it belongs to)")
@@ -81,7 +87,21 @@ def parse_args(argv: list[str] | None, manifest: zoo.Zoo | None = None) -> argpa
                         help="run only these configs of the group (official names, e.g. retinanet_red50_fpn_1x_coco)")
     parser.add_argument("--runs-dir", default="results/runs", help=argparse.SUPPRESS)
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--cfg-options-line", metavar="'KEY=VALUE ...'",
+                        help="the same as one string, split as a shell splits words (how make passes CFG_OPTIONS, "
+                             "so that values holding '(' or spaces reach mmengine intact)")
     args = parser.parse_args(argv)
+    if args.cfg_options_line:
+        try:
+            words = shlex.split(args.cfg_options_line)
+        except ValueError as error:
+            parser.error(f"CFG_OPTIONS {args.cfg_options_line}: {error}; quote each value whole, e.g. "
+                         f"CFG_OPTIONS='key=(a,b) other=1'")
+        flags = [word for word in words if word.startswith("-")]
+        if flags:
+            parser.error(f"CFG_OPTIONS holds {' '.join(flags)}: it takes config overrides (key=value) only; give "
+                         f"launcher options as make variables (CONFIGS=..., GPUS=..., see `make help`)")
+        args.cfg_options = [*args.cfg_options, *words]
     groups = manifest.groups(args.suite)
     if args.group != "all" and args.group not in groups:
         parser.error(f"unknown {args.suite} group {args.group!r}; choose one of {groups + ['all']}")
@@ -274,8 +294,8 @@ def write_run_config(job: Job, cfg: Any, args: argparse.Namespace) -> tuple[Path
         scratch = Path(tempfile.mkdtemp(prefix=f"involution-{job.name}-node{args.node_rank}-"))
         cfg.dump(str(scratch / CONFIG_NAME))
         return scratch / CONFIG_NAME, scratch
-    if job.run_dir is not None:
-        return place_in_run_dir(cfg, job.run_dir), None
+    if job.run_dir is not None:  # RESUME=1: the run's config.py stays as it was; this session gets its own file
+        return place_in_run_dir(cfg, job.run_dir, resume_config_name(job.run_dir)), None
     root = Path(args.work_dir) / args.suite / job.name
     return place_in_run_dir(cfg, new_run_dir(root, "-eval" if args.ckpt else "")), None
 
@@ -318,7 +338,8 @@ def launch_prefix(args: argparse.Namespace, job_name: str,
     if args.gpus > 1 or args.nnodes > 1:
         return ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}",
                  f"--nnodes={args.nnodes}", f"--node_rank={args.node_rank}",
-                 f"--master_addr={args.master_addr}", f"--master_port={args.master_port}"], "pytorch")
+                 f"--master_addr={args.master_addr or '127.0.0.1'}", f"--master_port={args.master_port}"],
+                "pytorch")
     return [sys.executable], "none"
 
 
@@ -337,11 +358,16 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
     env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
     if args.slurm_partition and args.master_port != 29500:  # srun hands it to every task, on every node
         env["MASTER_PORT"] = str(args.master_port)
+    env[LAUNCHED_ENV] = "1"  # scripts/train.py leaves the Ctrl-C message to this launcher
     return env
 
 
 def preflight(args: argparse.Namespace) -> tuple[list[Job], dict[str, Any], str, bool | None]:
     """Every check before the first run: (jobs, their configs, dataset, partition has GPUs)."""
+    try:
+        check_launch(args, cuda=None if not args.slurm_partition else False)
+    except LaunchError as error:
+        raise PreflightError(str(error)) from None
     check_amp(args.amp, args.slurm_partition)
     cache: dict = {}
     # User-given weights are read first: a broken or unsafe file stops here, in a second.
@@ -385,7 +411,61 @@ def preflight(args: argparse.Namespace) -> tuple[list[Job], dict[str, Any], str,
         plan = None if args.ckpt else batch_plan(cfg)
         if plan is not None:
             print("      " + plan.describe().replace("\n", "\n      "), flush=True)
+    check_output_folders(jobs, configs, args)
     return jobs, configs, dataset, partition_gpus
+
+
+def check_output_folders(jobs: list[Job], configs: dict[str, Any], args: argparse.Namespace) -> None:
+    """WORK_DIR and the records' folder writable, and WORK_DIR's disk able to hold the checkpoints
+    (node 0 only: the other nodes' processes save nothing)."""
+    if args.node_rank > 0 or not jobs:
+        return
+    try:
+        run_space.check_writable(args.runs_dir, "the run records' folder")
+        for job in jobs:
+            run_space.check_writable(job.run_dir or Path(args.work_dir) / args.suite / job.name, "WORK_DIR",
+                                     "WORK_DIR")
+        if args.ckpt:
+            return  # an evaluation saves no checkpoint
+        estimates = [run_space.estimate(job.name, configs[job.name]) for job in jobs]
+        lines = run_space.check_space(args.work_dir, estimates)
+    except run_space.SpaceError as error:
+        raise PreflightError(str(error)) from None
+    print("  " + "\n  ".join(lines), flush=True)
+
+
+def interrupted_message(args: argparse.Namespace, job: Job | None, run_dir: Path | None = None) -> str:
+    """The one line a Ctrl-C ends with: how to go on."""
+    if job is None:
+        return "interrupted before any run started; nothing was written. Run the same command again to start"
+    if args.ckpt:
+        return f"interrupted: the evaluation of {job.name} stopped. Run the same command again to evaluate it"
+    if run_dir is not None and not (run_dir / "last_checkpoint").is_file() and not job.resume:
+        return (f"interrupted: {job.name} stopped before its first checkpoint (nothing to resume in {run_dir}). "
+                f"Run the same command again to start it anew")
+    return (f"interrupted: {job.name} stopped; its checkpoints are in {run_dir or args.work_dir}. "
+            f"Continue with: {make_command(args, resume=True)} (scripts/benchmark.py: the same arguments "
+            f"and --resume)")
+
+
+def run_child(command: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """(exit code, whether Ctrl-C came) of a job's processes.
+
+    Ctrl-C at the terminal reaches them as well (one process group): the launcher then only notes
+    it and waits for them to stop, so that neither it nor they print a traceback; a second Ctrl-C
+    stops waiting (subprocess.run then kills them)."""
+    interrupted = []
+
+    def note(signum: int, frame: Any) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        return subprocess.run(command, env=env).returncode, bool(interrupted)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,7 +478,22 @@ def main(argv: list[str] | None = None) -> int:
     except PreflightError as error:
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{interrupted_message(args, None)}", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    try:
+        return run_jobs(jobs, configs, dataset, partition_gpus, args)
+    except RunConfigError as error:
+        print(f"\nerror: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:  # between two runs
+        print(f"\ninterrupted: continue with: {make_command(args, resume=True)}", file=sys.stderr, flush=True)
+        return INTERRUPTED
 
+
+def run_jobs(jobs: list[Job], configs: dict[str, Any], dataset: str, partition_gpus: bool | None,
+             args: argparse.Namespace) -> int:
+    """Each job's run in turn; 0 when all finished."""
     env = _environment(args)
     summary = []
     for index, job in enumerate(jobs, 1):
@@ -408,14 +503,20 @@ def main(argv: list[str] | None = None) -> int:
         banner(f"[{index}/{len(jobs)}] {what} {job.name} on {dataset} data\n$ {shlex.join(command)}")
         start = time.perf_counter()
         try:
-            result = subprocess.run(command, env=env)
+            returncode, interrupted = run_child(command, env)
+        except KeyboardInterrupt:
+            returncode, interrupted = INTERRUPTED, True
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
+        if interrupted:
+            print(f"\n{interrupted_message(args, job, None if scratch else config.parent)}", file=sys.stderr,
+                  flush=True)
+            return INTERRUPTED
         seconds = time.perf_counter() - start
-        summary.append((job.name, result.returncode, seconds))
-        if result.returncode != 0:
-            print(f"\nerror: {job.name} failed with exit code {result.returncode} after {seconds:.0f} s "
+        summary.append((job.name, returncode, seconds))
+        if returncode != 0:
+            print(f"\nerror: {job.name} failed with exit code {returncode} after {seconds:.0f} s "
                   f"(its log is in {config.parent}/)", file=sys.stderr)
             break
     banner("summary\n" + "\n".join(f"  {'ok    ' if rc == 0 else 'FAILED'} {name:45s} {sec:7.0f} s"

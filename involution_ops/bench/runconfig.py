@@ -21,6 +21,7 @@ from .io import REPO_ROOT
 
 RUN_KEY = "involution_run"  # the run's own facts inside its config (suite, name, dataset, ...)
 CONFIG_NAME = "config.py"
+LAUNCHED_ENV = "INVOLUTION_LAUNCHED"  # set for the processes scripts/benchmark.py starts (it reports Ctrl-C)
 GUARD_IMPORT = "involution_ops.bench.image_guard"
 REMOTE_PREFIXES = ("http://", "https://", "torchvision://", "open-mmlab://", "mmcls://", "s3://", "pavi://")
 
@@ -62,10 +63,63 @@ def relative(path: str | Path) -> str:
 def load_model_config(path: str | Path) -> Any:
     from mmengine.config import Config
 
+    if not Path(path).is_file():
+        raise RunConfigError(f"config {relative(path)}: no such file. Fix: give the path of a config .py file")
     try:
         return Config.fromfile(str(path))
     except Exception as error:  # a config that does not parse or import stops the run before it starts
-        raise RunConfigError(f"config {relative(path)} does not load: {error}") from error
+        raise RunConfigError(f"config {relative(path)} does not load: {load_problem(path, error)}") from None
+
+
+def load_problem(path: str | Path, error: BaseException) -> str:
+    """One line naming what is wrong: for a syntax error the file (this one or a _base_ it reads), the
+    line and its text; else the error's own message with its lines joined."""
+    syntax = _syntax_error(error)
+    if syntax is None or not Path(syntax.filename or "").is_file():  # mmengine parses the text without its
+        syntax = _first_syntax_error(Path(path)) or syntax           # file name: find the file (or _base_)
+    if syntax is not None:
+        where = relative(syntax.filename) if Path(syntax.filename or "").is_file() else relative(path)
+        text = (syntax.text or "").strip()
+        return (f"syntax error in {where} line {syntax.lineno}: {syntax.msg}"
+                + (f": {text}" if text else "") + ". Fix: correct that line")
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _syntax_error(error: BaseException | None) -> SyntaxError | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, SyntaxError) and error.lineno:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _first_syntax_error(path: Path, depth: int = 0) -> SyntaxError | None:
+    """The first syntax error in a config or the _base_ files it names (read as text, not executed)."""
+    import ast
+
+    try:
+        source = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as error:
+        return error
+    if depth > 8:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            for base in [bases] if isinstance(bases, str) else bases:
+                found = _first_syntax_error(path.parent / base, depth + 1)
+                if found is not None:
+                    return found
+    return None
 
 
 def build_run_config(spec: RunSpec, warn: Callable[[str], None] = print) -> Any:
@@ -93,9 +147,17 @@ def reload_run_config(path: str | Path, spec: RunSpec, evaluate: bool, warn: Cal
     """A run folder's config.py for RESUME=1 (``evaluate`` False) or CKPT evaluation.
 
     The launch settings of this invocation replace the old ones (GPUS may differ); an evaluation
-    reads the data at this invocation's data root; this invocation's CFG_OPTIONS apply last."""
+    reads the data at this invocation's data root; this invocation's CFG_OPTIONS apply last. For a
+    resume, options that the checkpoint's state would override are refused (`resume_refusals`); the
+    caller writes the result into a new file beside config.py, which stays as it was."""
     cfg = load_model_config(path)
     facts = dict(cfg.get(RUN_KEY) or {})
+    refused = [] if evaluate else resume_refusals(spec.cfg_options)
+    if refused:
+        raise RunConfigError(
+            f"RESUME=1 with CFG_OPTIONS {'; '.join(refused)}: the run would go on with the checkpoint's values "
+            f"while its config said otherwise. Fix: drop those options to continue the run as it started, or "
+            f"start a new run with them (without RESUME=1)")
     if evaluate:
         set_data_root(cfg, str(spec.data_root))
     apply_launch(cfg, spec.launcher, spec.device)
@@ -183,8 +245,10 @@ def batch_plan(cfg: Any) -> BatchPlan | None:
     return BatchPlan(**{item.name: record[item.name] for item in fields(BatchPlan)})
 
 
-def place_in_run_dir(cfg: Any, run_dir: str | Path) -> Path:
-    """Point the config at its run folder and dump it there as config.py; the file's path.
+def place_in_run_dir(cfg: Any, run_dir: str | Path, file_name: str = CONFIG_NAME) -> Path:
+    """Point the config at its run folder and dump it there as ``file_name`` (config.py, or a
+    resumed session's own file, see `resume_config_name`); the file's path. An existing file is
+    never written over.
 
     The training pipeline's image loader becomes the guard that skips (and logs into the run
     folder) an image that turned unreadable after the pre-flight; `custom_imports` brings the
@@ -200,9 +264,52 @@ def place_in_run_dir(cfg: Any, run_dir: str | Path) -> Path:
         if GUARD_IMPORT not in imports["imports"]:
             imports["imports"] = [*imports["imports"], GUARD_IMPORT]
     cfg[RUN_KEY]["run_dir"] = relative(run_dir)
-    path = run_dir / CONFIG_NAME
+    path = run_dir / file_name
+    if path.exists():
+        raise RunConfigError(f"{relative(path)} exists already; a run's config file is never written over")
+    cfg[RUN_KEY]["run_config"] = relative(path)
     cfg.dump(str(path))
     return path
+
+
+def resume_config_name(run_dir: str | Path) -> str:
+    """A new file name beside a run's config.py for a resumed session's config (never an existing one)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(100):
+        name = f"config.resume-{stamp}{'' if attempt == 0 else f'-{attempt}'}.py"
+        if not (Path(run_dir) / name).exists():
+            return name
+    raise RunConfigError(f"no free config.resume-*.py name in {run_dir}")
+
+
+# Options whose value a resumed run would not use: mmengine's Runner.resume loads them back from the
+# checkpoint (optimizer.load_state_dict restores every param group's hyper-parameters, each scheduler
+# its whole state, the AMP loss scaler its scale), so the config would say one thing and the run do
+# another. Prefix (a key or a dotted parent) -> what the checkpoint restores instead.
+RESUME_STATE_KEYS = {
+    "optim_wrapper.optimizer": "the optimizer's state: lr, momentum, weight_decay (and betas, eps, nesterov...) "
+                               "of every parameter group",
+    "optim_wrapper.paramwise_cfg": "the optimizer's parameter groups, whose per-group lr and weight decay "
+                                   "multipliers were applied when the run started",
+    "optim_wrapper.type": "the optimizer wrapper's state (AMP loss scale)",
+    "optim_wrapper.loss_scale": "the AMP loss scaler's state",
+    "param_scheduler": "each lr/momentum scheduler's state (milestones, gamma, begin, end, base values, step)",
+    "auto_scale_lr": "the optimizer's lr, scaled when the run started",
+    "randomness.seed": "the random seed (Runner.resume takes the checkpoint's)",
+}
+
+
+def resume_refusals(options: list[str]) -> list[str]:
+    """The reasons CFG_OPTIONS cannot apply to a resumed run (empty: all can)."""
+    from .config_checks import parse_options
+
+    refused = []
+    for key in parse_options(options):
+        for prefix, state in RESUME_STATE_KEYS.items():
+            if key == prefix or key.startswith(prefix + "."):
+                refused.append(f"{key} (the checkpoint restores {state})")
+                break
+    return refused
 
 
 def prepare_evaluation(cfg: Any, checkpoint: str | Path) -> None:

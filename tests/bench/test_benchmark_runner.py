@@ -356,10 +356,39 @@ def test_resume_trains_on_the_config_in_the_run_folder(tmp_path, capsys, monkeyp
                           "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "default_hooks.logger.interval=3"])
     assert code == 0, capsys.readouterr().err
     (command,) = launched
-    assert command[2:] == [str(run.resolve() / "config.py"), "--resume"]
+    resumed_file = Path(command[2])
+    assert command[3:] == ["--resume"] and resumed_file.parent == run.resolve()
+    assert resumed_file.name.startswith("config.resume-") and resumed_file.suffix == ".py"
     resumed = Config.fromfile(command[2])
     assert resumed.train_cfg.max_iters == 7 and resumed.default_hooks.logger.interval == 3
     assert resumed.work_dir == str(run.resolve()) and [p.name for p in run.parent.iterdir()] == [run.name]
+    assert resumed.involution_run.run_config == runconfig.relative(resumed_file)
+    first = Config.fromfile(str(run / "config.py"))  # the run's own config.py is kept as it was
+    assert first.default_hooks.logger.interval != 3 and first.involution_run.run_config.endswith("/config.py")
+
+
+def test_resume_never_rewrites_config_py_and_refuses_options_the_checkpoint_overrides(tmp_path, capsys,
+                                                                                       no_launch):
+    """RESUME=1 with a new lr: the optimizer state in the checkpoint would keep the old one, so the
+    option is refused (with the reason) and nothing in the run folder changes."""
+    require.module("mmdet")
+    run = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
+    base = ["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--work-dir", str(tmp_path),
+            "--runs-dir", str(tmp_path / "runs")]
+    args = launcher.parse_args(base)
+    job = launcher.select_jobs(args, toy=True)[0]
+    runconfig.place_in_run_dir(launcher.load_config(job, launcher.resolve_data(args)[0], args), run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for option, named in [("optim_wrapper.optimizer.lr=0.5", "lr, momentum, weight_decay"),
+                          ("optim_wrapper.optimizer.weight_decay=0", "lr, momentum, weight_decay"),
+                          ("param_scheduler.0.end=3", "scheduler's state"), ("randomness.seed=4", "seed")]:
+        assert launcher.main([*base, "--resume", "--cfg-options", option]) == 2
+        err = capsys.readouterr().err
+        assert f"error: RESUME=1 with CFG_OPTIONS {option.split('=')[0]} (the checkpoint restores" in err, err
+        assert named in err and "without RESUME=1" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert runconfig.resume_refusals(["train_cfg.max_iters=9", "optim_wrapper.clip_grad.max_norm=5",
+                                      "model.test_cfg.score_thr=0.1"]) == []
 
 
 def test_resume_plan_leaves_out_finished_runs(tmp_path):

@@ -224,6 +224,38 @@ def test_existing_output_is_kept_unless_forced(tmp_path, trained, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".converting-")] == []
 
 
+@pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "hard link"])
+@pytest.mark.parametrize("force", [False, True])
+def test_input_is_never_written_over(tmp_path, trained, capsys, monkeypatch, how, force):
+    src = tmp_path / "mmcls.pth"
+    torch.save(mmcls_layout(trained), src)
+    before = src.read_bytes()
+    out = {"same path": src, "relative path": tmp_path / "sub" / ".." / "mmcls.pth",
+           "symlink": tmp_path / "link.pth", "hard link": tmp_path / "hard.pth"}[how]
+    (tmp_path / "sub").mkdir()
+    if how == "symlink":
+        out.symlink_to(src)
+    elif how == "hard link":
+        os.link(src, out)
+    assert run("imagenet", str(src), str(out), *(["--force"] if force else [])) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "never writes over its input" in error and error.count("\n") == 1
+    assert src.read_bytes() == before
+    assert out.read_bytes() == before  # the link still reaches the untouched input
+    assert not any(p.name.startswith(".converting-") for p in tmp_path.iterdir())
+
+
+def test_save_checkpoint_refuses_its_input(tmp_path):
+    from involution_ops.checkpoints import save_checkpoint
+
+    src = tmp_path / "in.pth"
+    src.write_bytes(b"user data")
+    os.link(src, tmp_path / "again.pth")
+    with pytest.raises(FileExistsError, match="never writes over its input"):
+        save_checkpoint({"state_dict": {}}, tmp_path / "again.pth", force=True, inputs=(src,))
+    assert src.read_bytes() == b"user data"
+
+
 def test_failed_conversion_writes_nothing(tmp_path, trained):
     checkpoint = mmcls_layout(trained)
     checkpoint["state_dict"].pop("backbone.stem.2.weight")
