@@ -111,7 +111,8 @@ def base_record(cfg: Any, runner: Any, tested: bool = True) -> dict[str, Any]:
         "name": facts["name"],
         "suite": facts["suite"],
         "config": facts["source_config"],
-        "run_config": relative(Path(cfg.work_dir) / "config.py"),
+        # the file this session trained with: config.py, or a resumed session's config.resume-*.py
+        "run_config": facts.get("run_config") or relative(Path(cfg.work_dir) / "config.py"),
         "dataset": facts["dataset"],
         "metrics": {},
         "params_trainable_m": trainable,

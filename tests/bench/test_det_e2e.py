@@ -66,9 +66,11 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
     assert record["iterations"] == 6 and record["resumed"] is True
     assert Path(ROOT / record["work_dir"]).resolve() == run_dir.resolve()
     assert (run_dir / "iter_6.pth").is_file()
-    # it trained with the config.py of its run folder, which holds the command's CFG_OPTIONS
-    assert record["run_config"] == str((run_dir / "config.py").resolve())  # outside the checkout: absolute
-    assert "max_iters=6" in (run_dir / "config.py").read_text()
+    # the resumed session trained with its own config.resume-*.py beside the untouched config.py;
+    # both hold the command's CFG_OPTIONS
+    (resumed_config,) = run_dir.glob("config.resume-*.py")
+    assert record["run_config"] == str(resumed_config.resolve())  # outside the checkout: absolute
+    assert "max_iters=6" in resumed_config.read_text() and "max_iters=6" in (run_dir / "config.py").read_text()
     steps = [step for step, _ in record["loss_curve"]]
     assert steps == sorted(set(steps)) and steps[-1] == 6 and steps[0] == 1
 
