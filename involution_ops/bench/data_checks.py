@@ -30,9 +30,13 @@ BAD_BOX_TOLERANCE = 1e-4
 _TAIL = 1024
 
 
+def _listed(values: list[Any]) -> str:
+    shown = ", ".join(map(str, values[:_LISTED]))
+    return shown + (f" ... ({len(values) - _LISTED} more)" if len(values) > _LISTED else "")
+
+
 def _ids(anns: list[dict]) -> str:
-    shown = ", ".join(str(a.get("id", "?")) for a in anns[:_LISTED])
-    return shown + (f" ... ({len(anns) - _LISTED} more)" if len(anns) > _LISTED else "")
+    return _listed([a.get("id", "?") for a in anns])
 
 
 def _box_ok(box: Any) -> bool:
@@ -112,10 +116,6 @@ def _finite_numbers(values: list) -> bool:
 def _repeated(values: Iterable[Any]) -> list[Any]:
     counts = Counter(values)
     return [value for value, count in counts.items() if count > 1]
-
-
-def _listed(values: list[Any]) -> str:
-    return ", ".join(map(str, values[:_LISTED])) + (f" ... ({len(values) - _LISTED} more)" if len(values) > _LISTED else "")
 
 
 class MmdetView:

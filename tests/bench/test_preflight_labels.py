@@ -87,21 +87,23 @@ def test_a_label_of_another_size_than_its_image(cityscapes, monkeypatch, capsys,
 
 def test_labels_are_read_once_per_file_identity(cityscapes, monkeypatch):
     """The second check of the same data decodes no label; an edited label is decoded again and refused."""
-    import subprocess
-
     reads = []
     real = data_checks.READERS["label"]
     monkeypatch.setitem(data_checks.READERS, "label", lambda path: reads.append(path) or real(path))
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
     monkeypatch.chdir(ROOT)
-    args = ["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data", str(cityscapes),
-            "--work-dir", str(cityscapes.parent / "wd"), "--runs-dir", str(cityscapes.parent / "runs")]
-    assert launcher.main(args) == 0 and len(reads) == 24 + 8
+    args = launcher.parse_args(["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data",
+                                str(cityscapes)])
+    cfg = launcher.load_config(launcher.select_jobs(args, toy=False)[0], cityscapes, args)
+    preflight.check_cityscapes(cfg)
+    assert len(reads) == 24 + 8
     reads.clear()
-    assert launcher.main(args) == 0 and reads == []
+    preflight.check_cityscapes(cfg)
+    assert reads == []
     label = _labels(cityscapes, "val")[-1]
     _rewrite(label, _to_raw_ids)
-    assert launcher.main(args) == 2 and reads == [label]
+    with pytest.raises(preflight.PreflightError, match="do not hold train ids"):
+        preflight.check_cityscapes(cfg)
+    assert reads == [label]
 
 
 def test_the_values_read_are_what_pillow_decodes(cityscapes):
