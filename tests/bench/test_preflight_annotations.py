@@ -93,7 +93,10 @@ def test_duplicate_annotation_ids(capsys, fresh_coco, no_launch):
 
 def test_duplicate_image_ids(capsys, fresh_coco, no_launch):
     """pycocotools keeps the last image of an id: the other file would never be seen."""
-    path = _edit(fresh_coco, "val", lambda content: content["images"][3].update(id=content["images"][2]["id"]))
+    def twin(content):  # a second entry for image 3, naming another file: one of the two is never loaded
+        content["images"].append({**content["images"][2], "file_name": content["images"][3]["file_name"]})
+
+    path = _edit(fresh_coco, "val", twin)
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"image ids 3 occur more than once in {path}" in err
 
