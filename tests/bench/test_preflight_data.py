@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 
 from support import require, runs
 
@@ -13,6 +14,12 @@ require.module("mmdet")
 from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """What the pre-flight reads is kept on disk; these tests keep it out of the user's ~/.cache."""
+    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _edit(data, split, change):
