@@ -73,19 +73,6 @@ def check_coco(cfg: Any, cache: dict) -> None:
         if not image_dir.is_dir():
             raise PreflightError(f"image folder {image_dir} for {split} not found. Fix: extract the "
                                  f"{split} images there (COCO 2017: {image_dir.name}.zip) or set DATA")
-        _check_coco_annotations(data, ann_path, cache)
-        key = ("images", image_dir, ann_path)
-        if key not in cache:
-            present = set(os.listdir(image_dir))
-            missing = [im["file_name"] for im in data["images"] if im["file_name"] not in present]
-            if missing:
-                raise PreflightError(f"{len(missing)} of {len(data['images'])} images listed in {ann_path} are "
-                                     f"missing from {image_dir} (e.g. {missing[0]}). Fix: extract the complete "
-                                     f"image archive there")
-            _check_images([image_dir / im["file_name"] for im in data["images"]], ann_path, split,
-                          f"extract the image archive again (COCO 2017: {image_dir.name}.zip), or remove those "
-                          f"images and their annotations from {ann_path.name}")
-            cache[key] = True
         names = [c["name"] for c in data["categories"]]
         wanted = (dataset.get("metainfo") or {}).get("classes")
         if wanted:
@@ -96,6 +83,22 @@ def check_coco(cfg: Any, cache: dict) -> None:
                                      f"to names from the annotation file")
         else:
             _check_default_classes(dataset, names, ann_path, split, heads, cache)
+        classes = wanted or _default_classes(dataset.get("type"))
+        kept = {c.get("id") for c in data["categories"] if c.get("name") in classes} if classes else None
+        _check_coco_annotations(data, ann_path, cache, split, kept, _loads_masks(dataset))
+        key = ("images", image_dir, ann_path)
+        if key not in cache:
+            present = set(os.listdir(image_dir))
+            missing = [im["file_name"] for im in data["images"] if im["file_name"] not in present]
+            if missing:
+                raise PreflightError(f"{len(missing)} of {len(data['images'])} images listed in {ann_path} are "
+                                     f"missing from {image_dir} (e.g. {missing[0]}). Fix: extract the complete "
+                                     f"image archive there")
+            facts = _check_images([image_dir / im["file_name"] for im in data["images"]], ann_path, split,
+                                  f"extract the image archive again (COCO 2017: {image_dir.name}.zip), or remove "
+                                  f"those images and their annotations from {ann_path.name}")
+            _check_image_sizes(data, image_dir, facts, ann_path)
+            cache[key] = True
         expected = len(wanted) if wanted else len(names)
         bad = sorted(n for n in heads if n != expected)
         if bad:
@@ -103,6 +106,47 @@ def check_coco(cfg: Any, cache: dict) -> None:
                                  f"{'selected ' if wanted else ''}categories. Fix: set the heads' num_classes "
                                  f"to {expected} (e.g. --cfg-options model.bbox_head.num_classes={expected}) "
                                  f"or use the matching dataset")
+
+
+def _loads_masks(dataset: dict) -> bool:
+    """Whether the dataset's pipeline loads instance masks (LoadAnnotations with with_mask)."""
+    return any(isinstance(step, dict) and str(step.get("type", "")).endswith("LoadAnnotations")
+               and step.get("with_mask") for step in dataset.get("pipeline") or [])
+
+
+def _check_image_sizes(data: dict, image_dir: Path, facts: dict[Path, dict], ann_path: Path) -> None:
+    """Each image read, as mmcv will load it (EXIF orientation applied), against the width and height
+    the annotation file declares: mmdet takes the boxes in the declared frame, and the evaluation
+    rescales predictions to the loaded image, so a mismatch trains and scores on misplaced boxes."""
+    wrong, turned = [], []
+    for image in data["images"]:
+        found = facts.get(image_dir / image["file_name"])
+        if not found or found.get("problem") or "size" not in found:
+            continue
+        width, height = data_checks.loaded_size(found)
+        if (width, height) != (image.get("width"), image.get("height")):
+            wrong.append((image, found, width, height))
+        elif found.get("orientation", 1) != 1:
+            turned.append(image)
+    if wrong:
+        shown = []
+        for image, found, width, height in wrong[:5]:
+            turn = (f" (its EXIF orientation {found['orientation']} turns the stored {found['size'][0]}x"
+                    f"{found['size'][1]})" if found.get("orientation", 1) != 1 else "")
+            shown.append(f"{image['file_name']} is {width}x{height}{turn}, declared {image.get('width')}x"
+                         f"{image.get('height')}")
+        more = f" ... ({len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise PreflightError(
+            f"{len(wrong)} of the {len(facts)} images of {ann_path} read so far, as mmcv loads them, are not the "
+            f"size the file declares: {'; '.join(shown)}{more}. mmdet would train on boxes drawn for other pixels and "
+            f"the evaluation would compare predictions on the real image with them. Fix: use the images the "
+            f"annotations were made on (or re-export the annotations for these images); a photo turned by its EXIF "
+            f"tag must be stored upright (e.g. `exiftran -ai`, or PIL's ImageOps.exif_transpose) with the boxes "
+            f"drawn on it")
+    if turned:
+        print(f"  warning: {len(turned)} images of {ann_path} carry an EXIF orientation that mmcv applies when "
+              f"loading them (e.g. {turned[0]['file_name']}); their boxes must have been drawn on the turned "
+              f"image", flush=True)
 
 
 def _check_default_classes(dataset: dict, names: list[str], ann_path: Path, split: str, heads: set[int],
@@ -144,15 +188,18 @@ def _default_classes(dataset_type: Any) -> list[str]:
     return list(getattr(dataset_class, "METAINFO", {}).get("classes") or [])
 
 
-def _check_coco_annotations(data: dict, ann_path: Path, cache: dict) -> None:
-    key = ("annotations", ann_path)
+def _check_coco_annotations(data: dict, ann_path: Path, cache: dict, split: str = "", kept: set | None = None,
+                            with_mask: bool = False) -> None:
+    key = ("annotations", ann_path, split, frozenset(kept) if kept is not None else None, with_mask)
     if key in cache:
         return
-    errors, warnings = data_checks.coco_annotation_problems(data, ann_path)
+    errors, warnings = data_checks.coco_annotation_problems(data, ann_path, split, kept, with_mask)
     if errors:
         raise PreflightError("\n       ".join(errors))
     for warning in warnings:
-        print(f"  warning: {warning}", flush=True)
+        if ("warned", warning) not in cache:
+            cache[("warned", warning)] = True
+            print(f"  warning: {warning}", flush=True)
     cache[key] = True
 
 
@@ -161,11 +208,14 @@ def _check_coco_annotations(data: dict, ann_path: Path, cache: dict) -> None:
 IMAGE_CHECK_BUDGET_S = {"train": 60.0, "val": 120.0, "test": 120.0}
 
 
-def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> None:
+def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> dict[Path, dict]:
+    """Reads (or recalls) the facts of the files within the split's budget; stops on an unreadable one."""
     start = time.monotonic()
     if len(paths) > 5000:
         print(f"  reading the first and last bytes of {len(paths)} files of {listed_in} ...", flush=True)
-    bad, checked, total = data_checks.unreadable_images(paths, budget_s=IMAGE_CHECK_BUDGET_S.get(split, 60.0))
+    facts, total = data_checks.survey(paths, "image", budget_s=IMAGE_CHECK_BUDGET_S.get(split, 60.0))
+    checked = len(facts)
+    bad = [(path, found["problem"]) for path, found in facts.items() if found.get("problem")]
     if bad:
         shown = "; ".join(f"{path} {reason}" for path, reason in bad[:5])
         more = f" ... ({len(bad) - 5} more)" if len(bad) > 5 else ""
@@ -175,7 +225,8 @@ def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> N
         guard = ("the rest are checked as they load: an unreadable one is skipped with a warning and counted in "
                  "the run record" if split == "train" else "an unreadable one among the rest stops the evaluation")
         print(f"  note: read {checked} of {total} images of {listed_in} in {time.monotonic() - start:.0f} s; "
-              f"{guard}", flush=True)
+              f"{guard}; the next launch goes on from there", flush=True)
+    return facts
 
 
 def check_cityscapes(cfg: Any) -> None:
@@ -206,10 +257,12 @@ def check_cityscapes(cfg: Any) -> None:
                                  f"label in {label_dir} (e.g. for {missing[0].name}). {hint}")
         labels = [(label_dir / p.relative_to(image_dir)).with_name(p.name[:-len(img_suffix)] + seg_suffix)
                   for p in images]
-        _check_cityscapes_samples(images[:1], labels[:3], num_classes=len(_cityscapes_classes(cfg)))
-        _check_images(images + labels, image_dir, split,
-                      "extract leftImg8bit_trainvaltest.zip / gtFine_trainvaltest.zip again (and regenerate the "
-                      "train-id labels)")
+        _check_cityscapes_samples(images[:1])
+        facts = _check_images(images, image_dir, split,
+                              "extract leftImg8bit_trainvaltest.zip / gtFine_trainvaltest.zip again (and regenerate "
+                              "the train-id labels)")
+        _check_cityscapes_labels(dict(zip(labels, images)), facts, label_dir, split,
+                                 num_classes=len(_cityscapes_classes(cfg)))
     classes = _cityscapes_classes(cfg)
     expected = len(classes)
     bad = sorted(n for n in heads if n != expected)
@@ -226,24 +279,69 @@ def _cityscapes_classes(cfg: Any) -> tuple:
     return tuple(classes) if classes else CITYSCAPES_CLASSES
 
 
-def _check_cityscapes_samples(images: list[Path], labels: list[Path], num_classes: int) -> None:
-    """Cityscapes: a few files open, and the labels hold train ids (0..num_classes-1 and 255), not raw label ids."""
-    import numpy as np
+def _check_cityscapes_samples(images: list[Path]) -> None:
+    """Cityscapes: the first image of a split opens (a quick answer before the full reads)."""
     from PIL import Image
 
-    for path in images + labels:
+    for path in images:
         try:
             with Image.open(path) as image:
-                array = np.asarray(image)
+                image.load()
         except Exception as error:  # PIL raises several types for a truncated or foreign file
             raise PreflightError(f"cannot read {path} ({error}). Fix: extract that archive again") from None
-        if path in labels:
-            values = set(np.unique(array).tolist()) - {255}
-            if array.ndim != 2 or max(values, default=0) >= num_classes:
-                raise PreflightError(
-                    f"{path} does not hold train ids (0-{num_classes - 1}, 255 = ignore): found "
-                    f"{'a colour image' if array.ndim != 2 else f'value {max(values)}'}. Fix: regenerate the "
-                    f"*_labelTrainIds.png files with `python -m cityscapesscripts.preparation.createTrainIdLabelImgs`")
+
+
+TRAIN_ID_FIX = ("Fix: regenerate the *_labelTrainIds.png files with `python -m "
+                "cityscapesscripts.preparation.createTrainIdLabelImgs` (CITYSCAPES_DATASET=DATA)")
+
+
+def _check_cityscapes_labels(labels: dict[Path, Path], image_facts: dict[Path, dict], label_dir: Path, split: str,
+                             num_classes: int) -> None:
+    """Every label map decoded in full (time-boxed, cached by file identity): one channel, the size of
+    its image as mmseg loads it, and train ids only (0..num_classes-1, 255 = ignore). A raw label id
+    stops training with 'Target 23 is out of bounds' and is silently left out of the evaluation's IoU;
+    a colour or mis-sized map stops the test after training."""
+    start = time.monotonic()
+    facts, total = data_checks.survey(list(labels), "label", budget_s=IMAGE_CHECK_BUDGET_S.get(split, 60.0))
+    allowed = set(range(num_classes)) | {255}
+    unreadable, colour, raw, sized = [], [], [], []
+    for label, found in facts.items():
+        if found.get("problem"):
+            unreadable.append(f"{label} {found['problem']}")
+            continue
+        if found["channels"] != 1:
+            colour.append(f"{label} is a colour image ({found['channels']} channels)")
+        outside = [v for v in found["values"] if v not in allowed]
+        if outside:
+            raw.append(f"{label} (value{'s' if len(outside) > 1 else ''} {', '.join(map(str, outside[:8]))})")
+        image = image_facts.get(labels[label])
+        if image and image.get("size") and tuple(found["size"]) != data_checks.loaded_size(image):
+            width, height = data_checks.loaded_size(image)
+            sized.append(f"{label} is {found['size'][0]}x{found['size'][1]}, its image {width}x{height}")
+    read = f"of the {len(facts)} label files in {label_dir} read so far"
+    errors = []
+    if unreadable:
+        errors.append(f"{len(unreadable)} {read} cannot be decoded: {_first(unreadable)}. Fix: extract "
+                      f"gtFine_trainvaltest.zip again and regenerate the train-id labels")
+    if raw:
+        errors.append(f"{len(raw)} {read} do not hold train ids (0-{num_classes - 1}, 255 = ignore); they hold "
+                      f"raw label ids: {_first(raw)}. {TRAIN_ID_FIX}")
+    if colour:
+        errors.append(f"{len(colour)} {read} are not single-channel train-id maps (found a colour image): "
+                      f"{_first(colour)}. {TRAIN_ID_FIX} (the *_color.png files are for viewing)")
+    if sized:
+        errors.append(f"{len(sized)} {read} are not the size of their image: {_first(sized)}; mmseg would stop in "
+                      f"the test after the whole training. Fix: use the gtFine labels of these very images "
+                      f"(unresized), or resize images and labels together (labels with nearest neighbour)")
+    if errors:
+        raise PreflightError("\n       ".join(errors))
+    if len(facts) < total:
+        print(f"  note: read {len(facts)} of {total} label files in {label_dir} in {time.monotonic() - start:.0f} s; "
+              f"the next launch goes on from there (what was read is kept by file size and mtime)", flush=True)
+
+
+def _first(found: list[str], shown: int = 5) -> str:
+    return "; ".join(found[:shown]) + (f" ... ({len(found) - shown} more)" if len(found) > shown else "")
 
 
 def _local_path(path: str) -> Path:

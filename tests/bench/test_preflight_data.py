@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 
 from support import require, runs
 
@@ -13,6 +14,12 @@ require.module("mmdet")
 from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """What the pre-flight reads is kept on disk; these tests keep it out of the user's ~/.cache."""
+    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _edit(data, split, change):
@@ -71,9 +78,11 @@ def test_a_jpeg_with_data_after_its_end_marker_is_fine(fresh_coco):
 
 def test_a_few_bad_boxes_in_a_large_file_are_a_warning():
     """COCO 2017's train file has 2 zero-height boxes among 860,001 annotations: not a reason to stop."""
-    annotations = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]} for i in range(1, 20001)]
-    annotations[917]["bbox"] = [296.65, 388.33, 1.03, 0.0]
-    content = {"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": annotations}
+    annotations = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "area": 25.0}
+                   for i in range(1, 20001)]
+    annotations[917].update(bbox=[296.65, 388.33, 1.03, 0.0], area=0.0)
+    content = {"images": [{"id": 1, "width": 640, "height": 480}], "categories": [{"id": 1}],
+               "annotations": annotations}
     errors, warnings = data_checks.coco_annotation_problems(content, Path("instances_train2017.json"))
     assert errors == [] and len(warnings) == 1 and "1 of 20000" in warnings[0] and "ids 918" in warnings[0]
 
