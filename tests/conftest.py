@@ -5,24 +5,15 @@ Only fixtures and hooks here: importing this file must stay cheap and need torch
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from support import require
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if "cpu" in require.required():
         # A silent fall-back to the reference would let every operator test pass on the slow path.
         config.addinivalue_line("filterwarnings", "error:involution. the cpu kernel is unavailable:RuntimeWarning")
-
-
-@pytest.fixture(scope="session")
-def repo_root() -> Path:
-    return REPO_ROOT
 
 
 @pytest.fixture(scope="session")

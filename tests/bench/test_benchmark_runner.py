@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launcher, preflight, runconfig  # noqa: E402
 from involution_ops.bench import records as run_record  # noqa: E402
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 pytestmark = pytest.mark.slow
 

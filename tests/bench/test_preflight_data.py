@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
 
