@@ -17,6 +17,7 @@ import pytest
 
 from support import REPO_ROOT as ROOT, require
 from support.runs import free_port
+from support import slurm_cluster as local_slurm
 from support.slurm_cluster import SlurmUnavailable, slurm_cluster
 
 from involution_ops.bench import launcher  # noqa: E402
@@ -124,9 +125,24 @@ def slurm():
     try:
         with slurm_cluster() as cluster:
             yield cluster
-    except SlurmUnavailable as error:
-        # Slurm is not part of `make setup`, so this stays a skip under INVOLUTION_REQUIRE too.
-        pytest.skip(f"no local Slurm cluster: {error}")
+    except SlurmUnavailable as error:  # a skip; a failure under INVOLUTION_REQUIRE=slurm (.ci/run)
+        require.missing("slurm", f"no local Slurm cluster: {error}")
+
+
+def test_slurm_is_installed_only_when_asked(monkeypatch):
+    """Without INVOLUTION_INSTALL_SLURM=1 a missing Slurm is reported (for the skip), never installed."""
+    def no_command(command, *args, **kwargs):
+        raise AssertionError(f"ran {command} without being asked to install")
+
+    monkeypatch.setattr(local_slurm.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(local_slurm.subprocess, "run", no_command)
+    monkeypatch.delenv(local_slurm.INSTALL_VAR, raising=False)
+    with pytest.raises(SlurmUnavailable, match="set INVOLUTION_INSTALL_SLURM=1 to let the test install them"):
+        local_slurm.ensure_installed()
+    monkeypatch.setenv(local_slurm.INSTALL_VAR, "1")
+    monkeypatch.setattr(local_slurm.os, "geteuid", lambda: 1000)
+    with pytest.raises(SlurmUnavailable, match="not running as root"):  # asked: it would install, as root only
+        local_slurm.ensure_installed()
 
 
 def _setup_is_current(repo: Path, venv: str) -> bool:
