@@ -170,8 +170,7 @@ def test_set_data_root_rewrites_loaders_and_evaluators():
 
 def _preflight(capsys, *argv):
     require.module("mmdet")
-    code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
-    return code, capsys.readouterr().err
+    return runs.benchmark_in_process(capsys, *runs.FULL_RETINANET, *argv)
 
 
 # The full config has 80 classes; these options make it fit the 3-class toy data.

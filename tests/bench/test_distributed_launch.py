@@ -3,7 +3,6 @@ Slurm cluster, and two torchrun "nodes" sharing one WORK_DIR. Both on the toy da
 processes and a two-iteration schedule; plus the unit tests of the srun command line."""
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO_ROOT as ROOT, require
-from support.runs import free_port
+from support.runs import benchmark_command, checkout_env, free_port, records
 from support import slurm_cluster as local_slurm
 from support.slurm_cluster import SlurmUnavailable, slurm_cluster
 
@@ -77,10 +76,6 @@ def test_slurm_task_ids_win_over_inherited_rank_variables():
 
 
 # ------------------------------------------------------------------ helpers
-
-def _records(runs: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
-
 
 def _copy_checkout(target: Path) -> Path:
     """The working tree without outputs, so that the make target's records and tables stay in tmp."""
@@ -165,7 +160,7 @@ def test_make_target_under_slurm(slurm, tmp_path):
     options = shlex.join(TINY + ["--configs", CONFIG])
     command = ["make", "-C", str(repo), "coco-retinanet", f"VENV={sys.prefix}", f"SLURM_PARTITION={slurm.partition}",
                "GPUS=2", f"MASTER_PORT={free_port()}", f"WORK_DIR={work}", f"CFG_OPTIONS={options}"]
-    env = slurm.env({**os.environ, **CPU_ENV})
+    env = checkout_env(repo, slurm.env({**os.environ, **CPU_ENV}))  # the copy's package, not the installed one
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     (output,) = _communicate([process], LAUNCH_TIMEOUT)
@@ -174,7 +169,7 @@ def test_make_target_under_slurm(slurm, tmp_path):
 
     assert f"srun -p {slurm.partition}" in output and "--gres" not in output  # a CPU-only partition
     assert "--ntasks=2" in output
-    (record,) = _records(repo / "results" / "runs")
+    (record,) = records(repo / "results" / "runs")
     assert record["name"] == CONFIG and record["dataset"] == "toy"
     assert record["world_size"] == 2 and record["iterations"] == ITERS
     assert "bbox_AP" in record["metrics"]
@@ -193,20 +188,19 @@ def test_make_target_under_slurm(slurm, tmp_path):
 @pytest.mark.timeout(900)
 def test_two_torchrun_nodes_share_one_run(tmp_path):
     require.module("mmdet")
-    work, runs, port = tmp_path / "work_dirs", tmp_path / "runs", free_port()
-    env = {**os.environ, **CPU_ENV}
+    work, port = tmp_path / "work_dirs", free_port()
+    env = checkout_env(base={**os.environ, **CPU_ENV})
     processes = [
-        subprocess.Popen([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "coco", "retinanet",
-                          "--configs", CONFIG, "--work-dir", str(work), "--runs-dir", str(runs), "--gpus", "1",
-                          "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
-                          "--master-port", str(port), "--cfg-options", *TINY],
+        subprocess.Popen(benchmark_command("coco", "retinanet", CONFIG, tmp_path, "--gpus", "1", "--nnodes", "2",
+                                           "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                                           "--master-port", str(port), options=TINY),
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
         for rank in (0, 1)]
     outputs = _communicate(processes, LAUNCH_TIMEOUT)
     for rank, (process, output) in enumerate(zip(processes, outputs)):
         assert process.returncode == 0, f"node {rank}:\n{output[-4000:]}"
-    (record,) = _records(runs)  # rank 0 only
+    (record,) = records(tmp_path / "runs")  # rank 0 only
     assert record["world_size"] == 2 and record["iterations"] == ITERS  # as many as one node runs
     assert [step for step, _ in record["loss_curve"]] == list(range(1, ITERS + 1))
     run_dirs = [p for p in (work / "coco" / CONFIG).iterdir() if p.is_dir()]
