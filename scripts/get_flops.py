@@ -14,9 +14,9 @@ import time
 import warnings
 from pathlib import Path
 
+from involution_ops.bench import flops, zoo
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, installed or not
-from involution_ops.bench import flops, zoo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

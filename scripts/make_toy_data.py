@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.toy_data import WRITERS, ensure_toy_data  # noqa: E402
+from involution_ops.bench.toy_data import WRITERS, ensure_toy_data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.session import evaluate  # noqa: E402
+from involution_ops.bench.session import evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

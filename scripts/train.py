@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.session import train  # noqa: E402
+from involution_ops.bench.session import train
 
 
 def main(argv: list[str] | None = None) -> int:
