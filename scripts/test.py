@@ -8,18 +8,9 @@ config the checkpoint was trained with, set to load it):
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from involution_ops.bench.session import evaluate
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="the evaluation's config.py (its load_from names the checkpoint)")
-    args = parser.parse_args(argv)
-    return evaluate(args.config)
-
+from involution_ops.bench.session import evaluate_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(evaluate_main())

@@ -11,19 +11,9 @@ The file holds everything the run needs (data root, launcher, seed, ...); nothin
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from involution_ops.bench.session import train
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="the run's config.py (in its run folder)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    args = parser.parse_args(argv)
-    return train(args.config, resume=args.resume)
-
+from involution_ops.bench.session import train_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_main())

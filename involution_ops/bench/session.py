@@ -3,6 +3,7 @@ config.py (rank 0's, on every rank), build mmengine's Runner, train + test or ev
 write the run record (rank 0)."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -246,3 +247,22 @@ def evaluate(config: str | Path) -> int:
         })
         _write(cfg, record)
     return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`scripts/train.py`, `involution-train`: train one run from the config.py in its run folder."""
+    parser = argparse.ArgumentParser(
+        description="Train one run from the config.py in its run folder, test it, and write its run record.")
+    parser.add_argument("config", help="the run's config.py (in its run folder)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    args = parser.parse_args(argv)
+    return train(args.config, resume=args.resume)
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """`scripts/test.py`, `involution-test`: evaluate one checkpoint from its evaluation folder's config.py."""
+    parser = argparse.ArgumentParser(
+        description="Evaluate one checkpoint from the config.py of its evaluation folder and write a run record.")
+    parser.add_argument("config", help="the evaluation's config.py (its load_from names the checkpoint)")
+    args = parser.parse_args(argv)
+    return evaluate(args.config)
