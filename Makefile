@@ -62,7 +62,7 @@ $(foreach entry,$(SUITE_GROUPS),$(eval $(call suite_target,$(entry)): SUITE_ARGS
 # `make bench BENCH_OPTS="--suite imagenet --repeats 10"`: options of scripts/bench_speed.py
 BENCH_OPTS ?=
 
-# The suite targets (coco-retinanet, ..., coco, cityscapes) come from the manifest, below.
+# The suite targets (coco-retinanet, ..., coco, cityscapes): SUITE_TARGETS, read from the manifest above.
 .PHONY: help setup test test-fast $(SUITE_TARGETS) flops tables toy-data bench-op bench bench-models gpu-check
 
 help: ## list the targets
