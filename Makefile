@@ -34,49 +34,71 @@ RUN_OPTS = $(if $(DATA),--data '$(DATA)') \
 	$(if $(CFG_OPTIONS),--cfg-options-line '$(subst ','\'',$(CFG_OPTIONS))')
 
 BENCH := $(PY) scripts/benchmark.py
+
+# One target per group of a trained suite (`coco-faster-rcnn` runs group faster_rcnn) and one per
+# suite (`coco`: all its groups), read from the manifest: the groups of its `suites:` block (one
+# flow-style line per suite) and, to say how many models each runs, the rows of the suite's section.
+# Entries suite:group:models, in the order `make help` lists them; `scripts/benchmark.py` checks
+# the group itself. tests/bench/test_make_targets.py compares this reading with zoo.py's.
+MANIFEST := results/paper.yaml
+SUITE_GROUPS := $(shell awk ' \
+	/^[^ \#]/ { section = $$1; sub(/:.*/, "", section) } \
+	section == "suites" && /groups: *\[/ { \
+		suite = $$1; sub(/:$$/, "", suite); list = $$0; sub(/.*groups: *\[/, "", list); sub(/\].*/, "", list); \
+		n = split(list, names, /[ ,]+/); suites[++count] = suite; \
+		for (i = 1; i <= n; i++) if (names[i] != "") groups[suite] = groups[suite] " " names[i] } \
+	section != "suites" && section != "baselines" && /^    group: / { models[section, $$2]++; total[section]++ } \
+	END { for (s = 1; s <= count; s++) { suite = suites[s]; n = split(groups[suite], names, " "); \
+		for (i = 1; i <= n; i++) printf "%s:%s:%d ", suite, names[i], models[suite, names[i]]; \
+		printf "%s:all:%d ", suite, total[suite] } }' $(MANIFEST))
+ifeq ($(SUITE_GROUPS),)
+$(warning $(MANIFEST): no suite with groups found, so no coco-*/cityscapes-* targets)
+endif
+suite_field = $(word $(2),$(subst :, ,$(1)))
+# coco:faster_rcnn:3 -> coco-faster-rcnn; coco:all:8 -> coco
+suite_target = $(call suite_field,$(1),1)$(if $(filter all,$(call suite_field,$(1),2)),,-$(subst _,-,$(call suite_field,$(1),2)))
+suite_models = $(call suite_field,$(1),3) $(call suite_field,$(1),1) model$(if $(filter 1,$(call suite_field,$(1),3)),,s)
+suite_help = train + evaluate $(if $(filter all,$(call suite_field,$(1),2)),all $(call suite_models,$(1)) of the paper (every group),the $(call suite_models,$(1)) of group $(call suite_field,$(1),2)) in $(MANIFEST), then update tables
+SUITE_TARGETS := $(foreach entry,$(SUITE_GROUPS),$(call suite_target,$(entry)))
+$(foreach entry,$(SUITE_GROUPS),$(eval $(call suite_target,$(entry)): SUITE_ARGS := $(call suite_field,$(entry),1) $(call suite_field,$(entry),2)))
 # `make bench BENCH_OPTS="--suite imagenet --repeats 10"`: options of scripts/bench_speed.py
 BENCH_OPTS ?=
 
-.PHONY: help setup test coco coco-retinanet coco-faster-rcnn coco-mask-rcnn \
-	cityscapes cityscapes-fpn cityscapes-upernet flops tables toy-data bench-op bench bench-models gpu-check cuda-static
+# The suite targets (coco-retinanet, ..., coco, cityscapes): SUITE_TARGETS, read from the manifest above.
+.PHONY: help setup test test-fast $(SUITE_TARGETS) flops tables toy-data bench-op bench bench-models gpu-check cuda-static
 
 help: ## list the targets
-	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-20s\033[0m %s\n", $$1, $$2}'
+	@awk -v suites='$(foreach entry,$(SUITE_GROUPS),$(call suite_target,$(entry))|$(call suite_help,$(entry));)' ' \
+		function row(name, text) { printf "  \033[1m%-20s\033[0m %s\n", name, text } \
+		BEGIN { FS = ":.*## " } \
+		/^\$$\(SUITE_TARGETS\):/ { n = split(suites, entries, ";"); \
+			for (i = 1; i < n; i++) { split(entries[i], field, "|"); sub(/^ /, "", field[1]); row(field[1], field[2]) } } \
+		/^[a-z][a-zA-Z_-]*:.*## / { row($$1, $$2) }' $(MAKEFILE_LIST)
 
-setup: ## create .venv and install torch, mmcv (built once, cached) and the pinned stack
+# The environment is a file target: made (setup_env.sh) when absent, when pyproject.toml or
+# setup_env.sh is newer, or when it was made for another TORCH_SPEC/TORCH_INDEX/EXTRAS (the stamp
+# ends with them); so a make runs setup at most once, and its recursive $(MAKE) not again.
+# `make setup` itself always runs setup_env.sh, which checks the stamp's content and says so.
+SETUP_STAMP := $(VENV)/.involution_ops-setup
+setup_stamp_current = $(and $(wildcard $(PY)),$(filter %-$(TORCH_SPEC)-$(TORCH_INDEX)-$(EXTRAS),$(if $(wildcard $(SETUP_STAMP)),$(file <$(SETUP_STAMP)))))
+$(SETUP_STAMP): pyproject.toml scripts/setup_env.sh $(if $(filter setup,$(MAKECMDGOALS)),FORCE,$(if $(setup_stamp_current),,FORCE))
 	@VENV='$(VENV)' PYTHON='$(PYTHON)' TORCH_SPEC='$(TORCH_SPEC)' TORCH_INDEX='$(TORCH_INDEX)' \
 		EXTRAS='$(EXTRAS)' bash scripts/setup_env.sh
+	@touch '$@'
+
+.PHONY: FORCE
+FORCE:
+
+setup: $(SETUP_STAMP) ## create .venv and install torch, mmcv (built once, cached) and the pinned stack
 
 test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-coco-retinanet: setup ## train + evaluate RetinaNet RedNet-50 (conv and involution neck), then update tables
-	$(BENCH) coco retinanet $(RUN_OPTS)
-	@$(MAKE) --no-print-directory tables
+test-fast: setup ## the test suite without the slow end-to-end tests (`-m "not slow"`): the inner loop
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-coco-faster-rcnn: setup ## train + evaluate the three Faster R-CNN RedNet-50 variants, then update tables
-	$(BENCH) coco faster_rcnn $(RUN_OPTS)
-	@$(MAKE) --no-print-directory tables
-
-coco-mask-rcnn: setup ## train + evaluate the three Mask R-CNN RedNet-50 variants, then update tables
-	$(BENCH) coco mask_rcnn $(RUN_OPTS)
-	@$(MAKE) --no-print-directory tables
-
-coco: setup ## all eight COCO detectors of the paper
-	$(BENCH) coco all $(RUN_OPTS)
-	@$(MAKE) --no-print-directory tables
-
-cityscapes-fpn: setup ## train + evaluate FPN RedNet-50 (conv and involution neck) on Cityscapes
-	$(BENCH) cityscapes fpn $(RUN_OPTS)
-	@$(MAKE) --no-print-directory tables
-
-cityscapes-upernet: setup ## train + evaluate UPerNet RedNet-50 on Cityscapes
-	$(BENCH) cityscapes upernet $(RUN_OPTS)
-	@$(MAKE) --no-print-directory tables
-
-cityscapes: setup ## all three Cityscapes segmentors of the paper
-	$(BENCH) cityscapes all $(RUN_OPTS)
+$(SUITE_TARGETS): setup ## the suite targets, listed by `make help` from the manifest
+	$(BENCH) $(SUITE_ARGS) $(RUN_OPTS)
 	@$(MAKE) --no-print-directory tables
 
 flops: setup ## parameters and FLOPs of every paper model, in the paper's convention and in full

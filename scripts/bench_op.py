@@ -8,10 +8,8 @@ GMAC/s, peak memory, ratios, the targets).
 See involution_ops/bench/op_speed.py for what is measured and how.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.op_speed import main  # noqa: E402
+from involution_ops.bench.op_speed import main
 
 if __name__ == "__main__":
     sys.exit(main())

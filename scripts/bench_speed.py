@@ -10,10 +10,8 @@ paper model next to its ResNet baseline, interleaved in one run; writes results/
 See involution_ops/bench/speed/ for what is measured and how.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.speed.cli import main  # noqa: E402
+from involution_ops.bench.speed.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,10 +13,8 @@ involution_ops/bench/launcher.py.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, as its runs get
-from involution_ops.bench.launcher import main  # noqa: E402
+from involution_ops.bench.launcher import main
 
 if __name__ == "__main__":
     sys.exit(main())

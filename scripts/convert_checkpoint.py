@@ -9,10 +9,8 @@ The conversions are involution_ops/checkpoints.py; the command is involution_ops
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.conversion import main  # noqa: E402
+from involution_ops.conversion import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,25 +7,9 @@ The generator is involution_ops/bench/toy_data.py.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.toy_data import WRITERS, ensure_toy_data  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="data/toy", help="output root (default: data/toy)")
-    parser.add_argument("--kind", default="all", choices=["coco", "cityscapes", "all"])
-    args = parser.parse_args(argv)
-    kinds = list(WRITERS) if args.kind == "all" else [args.kind]
-    for kind in kinds:
-        path = ensure_toy_data(args.out, kind)
-        print(f"[make_toy_data] {kind}: {path} ready")
-    return 0
-
+from involution_ops.bench.toy_data import main
 
 if __name__ == "__main__":
     sys.exit(main())

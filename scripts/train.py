@@ -11,32 +11,9 @@ The file holds everything the run needs (data root, launcher, seed, ...); nothin
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
-from involution_ops.bench.runconfig import LAUNCHED_ENV, RunConfigError  # noqa: E402
-from involution_ops.bench.session import train  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="the run's config.py (in its run folder)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    args = parser.parse_args(argv)
-    try:
-        return train(args.config, resume=args.resume)
-    except RunConfigError as error:  # the config does not load: one line, not mmengine's chained tracebacks
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        if not os.environ.get(LAUNCHED_ENV):  # else scripts/benchmark.py says how to resume
-            print(f"\ninterrupted: continue from the last checkpoint with: python scripts/train.py "
-                  f"{args.config} --resume", file=sys.stderr, flush=True)
-        return 130
-
+from involution_ops.bench.session import train_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_main())

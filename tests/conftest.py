@@ -5,13 +5,9 @@ Only fixtures and hooks here: importing this file must stay cheap and need torch
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from support import require
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,9 +16,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("filterwarnings", "error:involution. the cpu kernel is unavailable:RuntimeWarning")
 
 
-@pytest.fixture(scope="session")
-def repo_root() -> Path:
-    return REPO_ROOT
+@pytest.fixture(autouse=True, scope="session")
+def preflight_cache_in_a_temporary_folder(tmp_path_factory) -> None:
+    """The pre-flight keeps what it read of data files in $INVOLUTION_OPS_CACHE (default
+    ~/.cache/involution_ops): tests, and the runs they start, keep theirs out of the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INVOLUTION_OPS_CACHE", str(tmp_path_factory.mktemp("involution_ops_cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,11 @@ Forward passes counted, as the OpenMMLab tools of 2021 did:
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from torch import nn
 from .. import RedNet
 from ..complexity import Complexity, measure
 from .io import REPO_ROOT, markdown_table, write_atomic
-from .zoo import Model, Zoo
+from .zoo import PAPER_YAML, Model, Zoo, load
 
 PROPOSALS = 1000  # box head input in the 2021 dummy forward
 MASK_PROPOSALS = 100  # the first 100 of them reach the mask head
@@ -335,3 +339,32 @@ def make_flops(zoo: Zoo, out: Path, table: Path, only: list[str] | None = None, 
     write_atomic(out, "[\n" + ",\n".join("  " + json.dumps(r) for r in rows) + "\n]\n")
     write_atomic(table, text)
     return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make flops`, `scripts/get_flops.py`, `involution-flops`: count, print the table, write both files."""
+    parser = argparse.ArgumentParser(description="`make flops`: parameters and FLOPs of every model of the paper "
+                                                 "and its baselines.")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results/complexity.json", help="rows as JSON")
+    parser.add_argument("--table", type=Path, default=REPO_ROOT / "results/complexity.md", help="markdown table")
+    parser.add_argument("--paper", type=Path, default=PAPER_YAML, help="the manifest with the published values")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="count only these rows (names as in the table)")
+    parser.add_argument("--no-notes", action="store_true", help="skip the diagnostic counts behind the notes")
+    args = parser.parse_args(argv)
+    # deprecation chatter of the OpenMMLab builders, irrelevant to the counts
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mm(cv|det|engine|seg)\b")
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    if not args.paper.is_file():
+        parser.error(f"--paper {args.paper}: no such file (the model manifest, results/paper.yaml)")
+    start = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        table = make_flops(load(args.paper), args.out, args.table, args.only, not args.no_notes, progress)
+    except ValueError as error:
+        parser.error(str(error))
+    print(table)
+    progress(f"wrote {args.out} and {args.table}")
+    return 0

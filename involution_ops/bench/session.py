@@ -9,6 +9,7 @@ be written to results/runs, so it was written to the run folder (the tables do n
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint_files, dataset_identity, records, training_guards
-from .runconfig import RUN_KEY, load_model_config, relative
+from .runconfig import LAUNCHED_ENV, RUN_KEY, RunConfigError, load_model_config, relative
 
 
 def _cuda() -> bool:
@@ -367,3 +368,38 @@ def evaluate(config: str | Path) -> int:
     if problem:
         return _fail(cfg, record, "test", problem)
     return _write(cfg, record)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`scripts/train.py`, `involution-train`: train one run from the config.py in its run folder."""
+    parser = argparse.ArgumentParser(
+        description="Train one run from the config.py in its run folder, test it, and write its run record.")
+    parser.add_argument("config", help="the run's config.py (in its run folder)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        return train(args.config, resume=args.resume)
+    except RunConfigError as error:  # the config does not load: one line, not mmengine's chained tracebacks
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        if not os.environ.get(LAUNCHED_ENV):  # else the launcher says how to resume
+            print(f"\ninterrupted: continue from the last checkpoint with: python scripts/train.py "
+                  f"{args.config} --resume", file=sys.stderr, flush=True)
+        return 130
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """`scripts/test.py`, `involution-test`: evaluate one checkpoint from its evaluation folder's config.py."""
+    parser = argparse.ArgumentParser(
+        description="Evaluate one checkpoint from the config.py of its evaluation folder and write a run record.")
+    parser.add_argument("config", help="the evaluation's config.py (its load_from names the checkpoint)")
+    args = parser.parse_args(argv)
+    try:
+        return evaluate(args.config)
+    except RunConfigError as error:  # the config does not load: one line, not mmengine's chained tracebacks
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the evaluation stopped; run the same command again", file=sys.stderr, flush=True)
+        return 130

@@ -9,6 +9,7 @@ stamp (generator version + parameters) differs. `make toy-data` runs it
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -272,3 +273,17 @@ def ensure_toy_data(out: str | Path = "data/toy", kind: str = "coco", params: di
     if verbose:
         print(f"[make_toy_data] wrote toy {kind} dataset to {target}")
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make toy-data`, `scripts/make_toy_data.py`, `involution-toy-data`."""
+    parser = argparse.ArgumentParser(
+        description="Generate the built-in toy datasets: COCO-format detection and a Cityscapes layout.")
+    parser.add_argument("--out", default="data/toy", help="output root (default: data/toy)")
+    parser.add_argument("--kind", default="all", choices=["coco", "cityscapes", "all"])
+    args = parser.parse_args(argv)
+    kinds = list(WRITERS) if args.kind == "all" else [args.kind]
+    for kind in kinds:
+        path = ensure_toy_data(args.out, kind)
+        print(f"[make_toy_data] {kind}: {path} ready")
+    return 0

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support import require
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from support import REPO_ROOT, require
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launcher, preflight, runconfig  # noqa: E402
 from involution_ops.bench import records as run_record  # noqa: E402
 
@@ -171,8 +170,7 @@ def test_set_data_root_rewrites_loaders_and_evaluators():
 
 def _preflight(capsys, *argv):
     require.module("mmdet")
-    code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", *argv])
-    return code, capsys.readouterr().err
+    return runs.benchmark_in_process(capsys, *runs.FULL_RETINANET, *argv)
 
 
 # The full config has 80 classes; these options make it fit the 3-class toy data.

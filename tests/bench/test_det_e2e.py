@@ -4,41 +4,27 @@ reproducing the metrics the run recorded; an unreadable training image skipped a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 pytestmark = pytest.mark.slow
 
 CONFIG = runs.TOY_RETINANET
-TINY = runs.TINY_RETINANET
 
 
 def _command(work: Path, *extra: str, iters: int = 6, predictions: str = "") -> list[str]:
-    options = (f"test_evaluator.outfile_prefix={work / predictions}",) if predictions else ()
+    options = [f"test_evaluator.outfile_prefix={work / predictions}"] if predictions else []
     return runs.toy_retinanet_command(work, *extra, iters=iters, options=options)
 
 
-def _records(work: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))]
-
-
-def _run(command: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def test_two_process_gloo_run(tmp_path):
-    _run(_command(tmp_path, "--gpus", "2", "--master-port", str(runs.free_port()), iters=2))
-    (record,) = _records(tmp_path)
+    runs.run_ok(_command(tmp_path, "--gpus", "2", "--master-port", str(runs.free_port()), iters=2))
+    (record,) = runs.records(tmp_path / "runs")
     assert record["world_size"] == 2 and record["iterations"] == 2
     assert record["dataset"] == "toy" and record["name"] == CONFIG
     assert "bbox_AP" in record["metrics"]
@@ -52,9 +38,9 @@ def resumed_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("resume")
     pointer = runs.kill_at_first_checkpoint(_command(work), work / "work_dirs" / "coco" / CONFIG, ROOT)
     killed_at = Path(pointer.read_text().strip()).name
-    assert not _records(work), "the run finished before it could be killed"
-    result = _run(_command(work, "--resume", predictions="trained"))
-    return work, pointer.parent, killed_at, result.stdout + result.stderr
+    assert not runs.records(work / "runs"), "the run finished before it could be killed"
+    output = runs.run_ok(_command(work, "--resume", predictions="trained"))
+    return work, pointer.parent, killed_at, output
 
 
 def test_resume_continues_from_the_checkpoint(resumed_run):
@@ -62,7 +48,7 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
     iteration = int(killed_at.removeprefix("iter_").removesuffix(".pth"))
     assert 2 <= iteration < 6
     assert f"resumed epoch: 0, iter: {iteration}" in output
-    (record,) = _records(work)
+    (record,) = runs.records(work / "runs")
     assert record["iterations"] == 6 and record["resumed"] is True
     assert Path(ROOT / record["work_dir"]).resolve() == run_dir.resolve()
     assert (run_dir / "iter_6.pth").is_file()
@@ -77,9 +63,9 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
 
 def test_ckpt_evaluation_reproduces_the_recorded_metrics(resumed_run):
     work, run_dir, _, _ = resumed_run
-    (trained,) = _records(work)
-    _run(_command(work, "--ckpt", str(run_dir / "iter_6.pth"), predictions="evaluated"))
-    evaluated = [r for r in _records(work) if r["evaluated_checkpoint_only"]]
+    (trained,) = runs.records(work / "runs")
+    runs.run_ok(_command(work, "--ckpt", str(run_dir / "iter_6.pth"), predictions="evaluated"))
+    evaluated = [r for r in runs.records(work / "runs") if r["evaluated_checkpoint_only"]]
     assert len(evaluated) == 1
     assert evaluated[0]["iterations"] == 6
     assert evaluated[0]["metrics"] == trained["metrics"] and "bbox_AP" in trained["metrics"]
@@ -106,7 +92,7 @@ def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
     bad = data / "train2017" / images[0]["file_name"]  # dataset index 0 of the two kept below
     bad.write_bytes(bad.read_bytes()[:700])
     args = launcher.parse_args(["coco", "retinanet", "--runs-dir", str(tmp_path / "runs"), "--cfg-options",
-                                "train_cfg.max_iters=3", "train_dataloader.dataset.indices=2", *TINY[:2],
+                                "train_cfg.max_iters=3", "train_dataloader.dataset.indices=2", *runs.TINY_RETINANET[:2],
                                 "test_dataloader.dataset.indices=1", "default_hooks.logger.interval=1"])
     job = launcher.select_jobs(args, toy=True)[0]
     cfg = launcher.load_config(job, data, args, dataset="toy")
@@ -115,12 +101,9 @@ def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
     text = config.read_text()
     assert text.count("max_iters=3") == 1
     config.write_text(text.replace("max_iters=3", "max_iters=2"))
-    command = [sys.executable, str(ROOT / "scripts" / "train.py"), str(config)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"skipping unreadable training image {bad}" in result.stdout + result.stderr
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    output = runs.run_ok([sys.executable, str(ROOT / "scripts" / "train.py"), str(config)])
+    assert f"skipping unreadable training image {bad}" in output
+    (record,) = runs.records(tmp_path / "runs")
     assert record["iterations"] == 2 and record["skipped_images"] >= 1
     assert record["skipped_image_files"] == [str(bad)]
     assert record["run_config"] == str(config.resolve()) and record["work_dir"] == str(config.parent.resolve())

@@ -3,7 +3,6 @@ Slurm cluster, and two torchrun "nodes" sharing one WORK_DIR. Both on the toy da
 processes and a two-iteration schedule; plus the unit tests of the srun command line."""
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -15,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from support import require
-from support.runs import free_port
+from support import REPO_ROOT as ROOT, require
+from support.runs import benchmark_command, checkout_env, free_port, records
+from support import slurm_cluster as local_slurm
 from support.slurm_cluster import SlurmUnavailable, slurm_cluster
 
-ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launcher  # noqa: E402
 
 CONFIG = "retinanet_red50_neck_fpn_1x_coco"
@@ -78,10 +77,6 @@ def test_slurm_task_ids_win_over_inherited_rank_variables():
 
 # ------------------------------------------------------------------ helpers
 
-def _records(runs: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
-
-
 def _copy_checkout(target: Path) -> Path:
     """The working tree without outputs, so that the make target's records and tables stay in tmp."""
     outputs = {".git", ".venv", "data", "work_dirs", "results/runs", "results/plots"}
@@ -125,17 +120,31 @@ def slurm():
     try:
         with slurm_cluster() as cluster:
             yield cluster
-    except SlurmUnavailable as error:
-        # Slurm is not part of `make setup`, so this stays a skip under INVOLUTION_REQUIRE too.
-        pytest.skip(f"no local Slurm cluster: {error}")
+    except SlurmUnavailable as error:  # a skip; a failure under INVOLUTION_REQUIRE=slurm (.ci/run)
+        require.missing("slurm", f"no local Slurm cluster: {error}")
+
+
+def test_slurm_is_installed_only_when_asked(monkeypatch):
+    """Without INVOLUTION_INSTALL_SLURM=1 a missing Slurm is reported (for the skip), never installed."""
+    def no_command(command, *args, **kwargs):
+        raise AssertionError(f"ran {command} without being asked to install")
+
+    monkeypatch.setattr(local_slurm.shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(local_slurm.subprocess, "run", no_command)
+    monkeypatch.delenv(local_slurm.INSTALL_VAR, raising=False)
+    with pytest.raises(SlurmUnavailable, match="set INVOLUTION_INSTALL_SLURM=1 to let the test install them"):
+        local_slurm.ensure_installed()
+    monkeypatch.setenv(local_slurm.INSTALL_VAR, "1")
+    monkeypatch.setattr(local_slurm.os, "geteuid", lambda: 1000)
+    with pytest.raises(SlurmUnavailable, match="not running as root"):  # asked: it would install, as root only
+        local_slurm.ensure_installed()
 
 
 def _setup_is_current(repo: Path, venv: str) -> bool:
     """Whether the target's `setup` prerequisite would install nothing (as after `make setup`)."""
-    dry = subprocess.run(["make", "-s", "-n", "-C", str(repo), "setup", f"VENV={venv}"],
-                         capture_output=True, text=True, timeout=60)
-    assert dry.returncode == 0 and "setup_env.sh" in dry.stdout, dry.stdout + dry.stderr
-    return subprocess.run(["bash", "-c", dry.stdout.strip() + " --check"], cwd=repo, timeout=60).returncode == 0
+    check = subprocess.run(["bash", "scripts/setup_env.sh", "--check"], cwd=repo, env={**os.environ, "VENV": venv},
+                           timeout=60)
+    return check.returncode == 0
 
 
 @pytest.mark.slow
@@ -151,7 +160,7 @@ def test_make_target_under_slurm(slurm, tmp_path):
     command = ["make", "-C", str(repo), "coco-retinanet", f"VENV={sys.prefix}", f"SLURM_PARTITION={slurm.partition}",
                "GPUS=2", f"MASTER_PORT={free_port()}", f"WORK_DIR={work}", f"CONFIGS={CONFIG}",
                f"CFG_OPTIONS={shlex.join(TINY)}"]
-    env = slurm.env({**os.environ, **CPU_ENV})
+    env = checkout_env(repo, slurm.env({**os.environ, **CPU_ENV}))  # the copy's package, not the installed one
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     (output,) = _communicate([process], LAUNCH_TIMEOUT)
@@ -160,7 +169,7 @@ def test_make_target_under_slurm(slurm, tmp_path):
 
     assert f"srun -p {slurm.partition}" in output and "--gres" not in output  # a CPU-only partition
     assert "--ntasks=2" in output
-    (record,) = _records(repo / "results" / "runs")
+    (record,) = records(repo / "results" / "runs")
     assert record["name"] == CONFIG and record["dataset"] == "toy"
     assert record["world_size"] == 2 and record["iterations"] == ITERS
     assert "bbox_AP" in record["metrics"]
@@ -179,20 +188,19 @@ def test_make_target_under_slurm(slurm, tmp_path):
 @pytest.mark.timeout(900)
 def test_two_torchrun_nodes_share_one_run(tmp_path):
     require.module("mmdet")
-    work, runs, port = tmp_path / "work_dirs", tmp_path / "runs", free_port()
-    env = {**os.environ, **CPU_ENV}
+    work, port = tmp_path / "work_dirs", free_port()
+    env = checkout_env(base={**os.environ, **CPU_ENV})
     processes = [
-        subprocess.Popen([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "coco", "retinanet",
-                          "--configs", CONFIG, "--work-dir", str(work), "--runs-dir", str(runs), "--gpus", "1",
-                          "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
-                          "--master-port", str(port), "--cfg-options", *TINY],
+        subprocess.Popen(benchmark_command("coco", "retinanet", CONFIG, tmp_path, "--gpus", "1", "--nnodes", "2",
+                                           "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                                           "--master-port", str(port), options=TINY),
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
         for rank in (0, 1)]
     outputs = _communicate(processes, LAUNCH_TIMEOUT)
     for rank, (process, output) in enumerate(zip(processes, outputs)):
         assert process.returncode == 0, f"node {rank}:\n{output[-4000:]}"
-    (record,) = _records(runs)  # rank 0 only
+    (record,) = records(tmp_path / "runs")  # rank 0 only
     assert record["world_size"] == 2 and record["iterations"] == ITERS  # as many as one node runs
     assert [step for step, _ in record["loss_curve"]] == list(range(1, ITERS + 1))
     run_dirs = [p for p in (work / "coco" / CONFIG).iterdir() if p.is_dir()]

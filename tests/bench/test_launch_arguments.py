@@ -134,9 +134,9 @@ DRIVER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from involution_ops.bench import launcher
-    child = ("import sys, time; sys.path.insert(0, 'scripts'); import train; "
-             "train.train = lambda *a, **k: (print('ready', flush=True), time.sleep(60)); "
-             "sys.exit(train.main(['config.py']))")
+    child = ("import sys, time; from involution_ops.bench import session; "
+             "session.train = lambda *a, **k: (print('ready', flush=True), time.sleep(60)); "
+             "sys.exit(session.train_main(['config.py']))")
     args = launcher.parse_args(["coco", "retinanet", "--work-dir", sys.argv[1], "--seed", "5"])
     job = launcher.Job("retinanet_red50_fpn_1x_coco", Path("det_configs/retinanet_red50_fpn_1x_coco.py"))
     launcher.write_run_config = lambda job, cfg, args: (Path(sys.argv[1]) / "config.py", None)
@@ -178,22 +178,18 @@ def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path):
 
 
 def test_train_script_on_its_own_says_how_to_resume(monkeypatch, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import train as train_script
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    from involution_ops.bench import session as train_script
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_script, "train", interrupted)
     monkeypatch.delenv(launcher.LAUNCHED_ENV, raising=False)
-    assert train_script.main(["run/config.py"]) == 130
+    assert train_script.train_main(["run/config.py"]) == 130
     assert capsys.readouterr().err.strip() == ("interrupted: continue from the last checkpoint with: "
                                                "python scripts/train.py run/config.py --resume")
     monkeypatch.setenv(launcher.LAUNCHED_ENV, "1")  # under the launcher, which prints the make command
-    assert train_script.main(["run/config.py"]) == 130
+    assert train_script.train_main(["run/config.py"]) == 130
     assert capsys.readouterr().err == ""
 
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
-from involution_ops.bench import data_checks, launcher, runconfig, session  # noqa: E402
+from involution_ops.bench import data_checks, runconfig, session  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
@@ -31,9 +30,8 @@ def _edit(data, split, change):
 
 
 def _preflight(capsys, data):
-    code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),
-                           "--work-dir", str(data.parent / "wd"), *FIT])
-    return code, capsys.readouterr().err
+    return runs.benchmark_in_process(capsys, *runs.FULL_RETINANET, "--data", str(data),
+                                     "--work-dir", str(data.parent / "wd"), *FIT)
 
 
 def test_boxes_without_size(capsys, fresh_coco, no_launch):

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from involution_ops.bench import launcher, preflight, session  # noqa: E402
 

@@ -4,17 +4,13 @@ data (CPU, tiny settings): a run killed after its first checkpoint and resumed, 
 evaluation reproducing the mIoU the run recorded."""
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
 from involution_ops.bench import launcher, preflight, toy_data  # noqa: E402
 
@@ -36,9 +32,9 @@ def cityscapes_copy(toy_root, tmp_path) -> Path:
 
 def _preflight(monkeypatch, capsys, data: Path, *extra: str) -> str:
     monkeypatch.chdir(ROOT)
-    rc = launcher.main(["cityscapes", "fpn", "--data", str(data), "--work-dir", str(data.parent / "wd"),
-                         "--runs-dir", str(data.parent / "runs"), *extra])
-    err = capsys.readouterr().err
+    rc, err = runs.benchmark_in_process(capsys, "cityscapes", "fpn", "--data", str(data),
+                                        "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs"),
+                                        *extra)
     assert rc == 2, err
     assert not (data.parent / "wd").exists() and not (data.parent / "runs").exists()  # nothing started
     return err
@@ -124,19 +120,7 @@ ITERS = 6
 
 def _command(work: Path, *extra: str, options: list[str] | None = None) -> list[str]:
     options = [f"train_cfg.max_iters={ITERS}", f"param_scheduler.0.end={ITERS}", *TINY] if options is None else options
-    return [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "cityscapes", "fpn", "--configs", CONFIG,
-            "--work-dir", str(work / "work_dirs"), "--runs-dir", str(work / "runs"), *extra,
-            "--cfg-options", *options]
-
-
-def _records(work: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))]
-
-
-def _run(command: list[str], timeout: int = 400) -> str:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+    return runs.benchmark_command("cityscapes", "fpn", CONFIG, work, *extra, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +129,8 @@ def resumed_run(tmp_path_factory, toy_root):
     work = tmp_path_factory.mktemp("seg_resume")
     pointer = runs.kill_at_first_checkpoint(_command(work), work / "work_dirs" / "cityscapes" / CONFIG, ROOT)
     killed_at = Path(pointer.read_text().strip()).name
-    assert not _records(work), "the run finished before it could be killed"
-    output = _run(_command(work, "--resume"))
+    assert not runs.records(work / "runs"), "the run finished before it could be killed"
+    output = runs.run_ok(_command(work, "--resume"))
     return work, pointer.parent, killed_at, output
 
 
@@ -157,7 +141,7 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
     assert 2 <= iteration < ITERS
     assert f"resumed epoch: 0, iter: {iteration}" in output
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # same run folder, no new one
-    (record,) = _records(work)
+    (record,) = runs.records(work / "runs")
     assert record["iterations"] == ITERS and record["resumed"] is True
     assert record["name"] == CONFIG and record["dataset"] == "toy" and record["suite"] == "cityscapes"
     assert record["config"] == "seg_configs/toy/fpn_red50_neck_toy.py"
@@ -171,11 +155,11 @@ def test_resume_continues_from_the_checkpoint(resumed_run):
 @pytest.mark.slow
 def test_ckpt_evaluation_reproduces_the_recorded_miou(resumed_run):
     work, run_dir, _, _ = resumed_run
-    (trained,) = _records(work)
+    (trained,) = runs.records(work / "runs")
     checkpoint = ROOT / trained["checkpoint"]
     assert checkpoint.name == f"iter_{ITERS}.pth"
-    _run(_command(work, "--ckpt", str(checkpoint), options=["test_dataloader.dataset.indices=2"]))
-    evaluated = next(r for r in _records(work) if r["evaluated_checkpoint_only"])
+    runs.run_ok(_command(work, "--ckpt", str(checkpoint), options=["test_dataloader.dataset.indices=2"]))
+    evaluated = next(r for r in runs.records(work / "runs") if r["evaluated_checkpoint_only"])
     assert evaluated["iterations"] == ITERS and evaluated["name"] == CONFIG
     assert evaluated["metrics"] == trained["metrics"]  # mIoU, mAcc, aAcc and every class IoU
     assert evaluated["metrics"]["mIoU"] > 0
@@ -184,9 +168,9 @@ def test_ckpt_evaluation_reproduces_the_recorded_miou(resumed_run):
 @pytest.mark.slow
 def test_two_process_gloo_run_uses_bn_for_syncbn(tmp_path, toy_root):
     """GPUS=2 on a CPU: two gloo processes; the configs' SyncBN (CUDA only) becomes BN, announced."""
-    output = _run(_command(tmp_path, "--gpus", "2", "--master-port", str(runs.free_port()),
-                           options=["train_cfg.max_iters=2", "param_scheduler.0.end=2", *TINY]))
+    output = runs.run_ok(_command(tmp_path, "--gpus", "2", "--master-port", str(runs.free_port()),
+                                  options=["train_cfg.max_iters=2", "param_scheduler.0.end=2", *TINY]))
     assert "SyncBN -> BN" in output
-    (record,) = _records(tmp_path)
+    (record,) = runs.records(tmp_path / "runs")
     assert record["world_size"] == 2 and record["iterations"] == 2 and record["dataset"] == "toy"
     assert {"mIoU", "mAcc", "aAcc", "per_class_IoU"} <= set(record["metrics"])

@@ -16,14 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from support import require
+from support import REPO_ROOT as REPO, require
 
 from involution_ops import Involution
 from involution_ops.bench import environment
 from involution_ops.bench.speed import builders, cli, measure, pairs, report, runner, timing
 from involution_ops.modules import ConvNormAct
 
-REPO = Path(__file__).resolve().parents[2]
 SHAPES = ((2, 3, 16, 16), (3, 3, 16, 16))  # inference batch 2, training batch 3
 
 

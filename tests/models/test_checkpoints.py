@@ -10,12 +10,11 @@ import sys
 import pytest
 import torch
 
-from support import require
+from support import REPO_ROOT as REPO, require
 from involution_ops import RedNet
 from involution_ops.checkpoints import CheckpointMismatchError, convert_legacy_openmmlab
 from involution_ops.safe_load import UnsafeFileError, load_torch_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from involution_ops import conversion as convert_checkpoint  # noqa: E402
 
 HAS_MMDET = require.available("mmdet")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from involution_ops import Involution, RedNet
 from involution_ops.complexity import count_params, measure
 
-ROOT = Path(__file__).resolve().parents[2]
+from support import REPO_ROOT as ROOT
 
 
 def _macs(model: nn.Module, *shape: int, device: str = "cpu", **kwargs):

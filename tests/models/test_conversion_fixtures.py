@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ import torch
 from involution_ops import RedNet
 from involution_ops.safe_load import load_torch_file
 
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO_ROOT as REPO
 from involution_ops import conversion as convert_checkpoint  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "official_layouts"

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import pytest
 
-from support import require
+from support import REPO_ROOT as ROOT, require
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from mmengine.config import Config  # noqa: E402
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from support import require
+from support import REPO_ROOT as ROOT, require
 
 require.module("mmdet")
 require.module("mmseg")
@@ -33,7 +33,6 @@ from involution_ops.rednet import RedNet as TorchRedNet  # noqa: E402
 from involution_ops.modules import Involution  # noqa: E402
 from involution_ops.ops.reference import involution_reference  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 DET_DIR = ROOT / "det_configs" / "_base_" / "models"
 SEG_DIR = ROOT / "seg_configs" / "_base_" / "models"
 DET_NAMES = [

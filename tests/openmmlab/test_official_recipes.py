@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from support import require
+from support import REPO_ROOT as ROOT, require
 
 require.module("mmdet")
 require.module("mmseg")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 
 INVOLUTION = "d-li14/involution "
 MMDET = "open-mmlab/mmdetection v2.x configs/"

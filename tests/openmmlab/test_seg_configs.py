@@ -4,14 +4,12 @@ mmengine's Runner on the built-in data (CPU), with SyncBN reverted to BN on one 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from support import require
+from support import REPO_ROOT as ROOT, require
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402

@@ -1,10 +1,12 @@
 """Skip where a component is missing, or fail where it is required.
 
 Outside CI a missing piece (the compiled CPU kernel, the OpenMMLab stack, NVRTC,
-CuPy) skips the tests that need it, with the reason. `make setup` installs every
-one of them, so in CI such a skip would hide a broken build: `.ci/run` sets
+CuPy, a local Slurm) skips the tests that need it, with the reason. `make setup`
+installs the first four and `.ci/run` lets the Slurm test install Slurm
+(INVOLUTION_INSTALL_SLURM=1), so in CI such a skip would hide a broken build:
+`.ci/run` sets
 
-    INVOLUTION_REQUIRE=cpu,mm,nvrtc,cupy
+    INVOLUTION_REQUIRE=cpu,mm,nvrtc,cupy,slurm
 
 and then a missing component is a test failure that carries the error.
 """
@@ -22,6 +24,7 @@ COMPONENTS = {
     "mm": "the OpenMMLab stack (make setup)",
     "nvrtc": "the NVRTC library (the `test` extra: nvidia-cuda-nvrtc-cu12)",
     "cupy": "CuPy (the cuda12 / cuda13 extra)",
+    "slurm": "a local Slurm cluster (Slurm and MUNGE installed, run as root; INVOLUTION_INSTALL_SLURM=1 installs them)",
 }
 
 

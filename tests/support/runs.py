@@ -1,6 +1,7 @@
 """Helpers for end-to-end tests that start the benchmark runner as a user would."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -8,8 +9,54 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
-ROOT = Path(__file__).resolve().parents[2]
+from . import REPO_ROOT
+
+
+def checkout_env(root: Path = REPO_ROOT, base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment whose Python imports the package of the checkout `root` first: the scripts
+    import the installed package, which may be another checkout's (a worktree, a copy made by a test)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    return env
+
+
+def benchmark_command(suite: str, group: str, config: str, work: Path, *extra: str,
+                      options: Iterable[str] = ()) -> list[str]:
+    """scripts/benchmark.py as `make <suite>-<group>` runs it, on one config, with its run folders in
+    `work`/work_dirs and its records in `work`/runs; `options` go to --cfg-options."""
+    options = list(options)
+    return [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), suite, group, "--configs", config,
+            "--work-dir", str(work / "work_dirs"), "--runs-dir", str(work / "runs"), *extra,
+            *(["--cfg-options", *options] if options else [])]
+
+
+def run_ok(command: list[str], timeout: float = 400) -> str:
+    """Run `command` from the checkout, fail with the tail of its output unless it exits 0, and
+    return its output (stdout, then stderr)."""
+    result = subprocess.run(command, cwd=REPO_ROOT, env=checkout_env(), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def records(runs_dir: Path) -> list[dict]:
+    """The run records in `runs_dir`, in file-name order."""
+    return [json.loads(path.read_text()) for path in sorted(runs_dir.glob("*.json"))]
+
+
+# scripts/benchmark.py's arguments for one full (not toy) COCO config, for the pre-flight tests
+FULL_RETINANET = ("coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco")
+
+
+def benchmark_in_process(capsys, *argv: str) -> tuple[int, str]:
+    """scripts/benchmark.py `argv` run in this process: its exit code and what it wrote to stderr
+    (for the pre-flight tests, whose runs must stop before anything starts)."""
+    from involution_ops.bench import launcher
+
+    code = launcher.main(list(argv))
+    return code, capsys.readouterr().err
 
 
 def free_port() -> int:
@@ -22,8 +69,8 @@ def free_port() -> int:
 def kill_at_first_checkpoint(command: list[str], runs: Path, cwd: Path, timeout: float = 300) -> Path:
     """Start `command`, SIGKILL its whole process group as soon as a run folder under `runs` has a
     checkpoint, and return that checkpoint's path (the test then resumes the run)."""
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd, env=checkout_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     pointer = None
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
@@ -56,9 +103,8 @@ TINY_RETINANET = ["train_dataloader.dataset.pipeline.2.scale=(128,96)",
                   "default_hooks.checkpoint.interval=2", "default_hooks.checkpoint.max_keep_ckpts=10"]
 
 
-def toy_retinanet_command(work: Path, *extra: str, iters: int = 6, options: tuple[str, ...] = ()) -> list[str]:
-    """scripts/benchmark.py training the tiny toy RetinaNet: run folders in work/work_dirs, records
-    in work/runs; `extra` are benchmark.py arguments, `options` more --cfg-options."""
-    return [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "coco", "retinanet", "--configs", TOY_RETINANET,
-            "--work-dir", str(work / "work_dirs"), "--runs-dir", str(work / "runs"), *extra,
-            "--cfg-options", f"train_cfg.max_iters={iters}", *TINY_RETINANET, *options]
+def toy_retinanet_command(work: Path, *extra: str, iters: int = 6, options: Iterable[str] = ()) -> list[str]:
+    """scripts/benchmark.py training the tiny toy RetinaNet for `iters` iterations (see
+    `benchmark_command`); `extra` are benchmark.py arguments, `options` more --cfg-options."""
+    return benchmark_command("coco", "retinanet", TOY_RETINANET, work, *extra,
+                             options=[f"train_cfg.max_iters={iters}", *TINY_RETINANET, *options])

@@ -3,8 +3,10 @@
     with slurm_cluster() as cluster:          # raises SlurmUnavailable where Slurm cannot be had
         subprocess.run(["srun", "-p", cluster.partition, "hostname"], env=cluster.env(), check=True)
 
-Slurm is installed from the distribution's packages (Debian: slurmd, slurmctld, slurm-client,
-munge) when absent; that needs root and apt-get. The configuration lives in a temporary folder:
+An installed Slurm is used as it is. Where it is absent, it is installed from the distribution's
+packages (Debian: slurmd, slurmctld, slurm-client, munge) only when asked, with
+INVOLUTION_INSTALL_SLURM=1 (as `.ci/run` does): that needs root and apt-get, and a test run
+changes the host only with that consent. The configuration lives in a temporary folder:
 one node (this machine, NodeAddr=127.0.0.1, CPUs = nproc), one partition, no cgroups, no
 accounting, free loopback ports, state and spool folders in the temporary folder. Every daemon
 started here is stopped by its pid on the way out, also when the body raised.
@@ -25,6 +27,7 @@ from typing import Iterator
 
 from .runs import free_port
 
+INSTALL_VAR = "INVOLUTION_INSTALL_SLURM"  # 1: install Slurm and MUNGE with apt-get where absent
 PACKAGES = ("slurmd", "slurmctld", "slurm-client", "munge")
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "srun", "sinfo", "scancel")
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
@@ -38,11 +41,20 @@ def _missing_binaries() -> list[str]:
     return [name for name in BINARIES if shutil.which(name, path=SEARCH_PATH) is None]
 
 
+def install_requested() -> bool:
+    """Whether the caller allowed installing system packages (INVOLUTION_INSTALL_SLURM=1)."""
+    return os.environ.get(INSTALL_VAR, "").strip().lower() in ("1", "true", "yes")
+
+
 def ensure_installed(timeout: float = 900) -> None:
-    """Install Slurm and MUNGE with apt-get where any of their programs is missing."""
+    """Install Slurm and MUNGE with apt-get where any of their programs is missing, if asked to."""
     missing = _missing_binaries()
     if not missing:
         return
+    if not install_requested():
+        raise SlurmUnavailable(f"{', '.join(missing)} not installed; install Slurm and MUNGE (Debian: apt-get install "
+                               f"{' '.join(PACKAGES)}), or set {INSTALL_VAR}=1 to let the test install them with "
+                               f"apt-get as root (.ci/run does)")
     if os.geteuid() != 0:
         raise SlurmUnavailable(f"{', '.join(missing)} not installed and not running as root to install "
                                f"{' '.join(PACKAGES)}")
