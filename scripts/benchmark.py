@@ -7,8 +7,8 @@
 
 Every check on data and weights runs before the first training starts. Each run gets its own
 folder `<work-dir>/<suite>/<config name>/<timestamp>` holding the config.py it trains with, and
-leaves a record in results/runs/. `--help` lists the options; the launcher is
-involution_ops/bench/launcher.py.
+leaves a record in results/runs/. `--help` lists the options; the launcher is the package
+involution_ops/bench/launch/ (its command line: launch/cli.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, as its runs get
-from involution_ops.bench.launcher import main  # noqa: E402
+from involution_ops.bench.launch.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
