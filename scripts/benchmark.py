@@ -7,14 +7,14 @@
 
 Every check on data and weights runs before the first training starts. Each run gets its own
 folder `<work-dir>/<suite>/<config name>/<timestamp>` holding the config.py it trains with, and
-leaves a record in results/runs/. `--help` lists the options; the launcher is
-involution_ops/bench/launcher.py.
+leaves a record in results/runs/. `--help` lists the options; the launcher is the package
+involution_ops/bench/launch/ (its command line: launch/cli.py).
 """
 from __future__ import annotations
 
 import sys
 
-from involution_ops.bench.launcher import main
+from involution_ops.bench.launch.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

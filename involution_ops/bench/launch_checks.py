@@ -2,12 +2,15 @@
 the `make` command lines that the launcher's hints print (quoted so they paste into a shell)."""
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .launch.options import LaunchOptions
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which mmengine's set_random_seed hands the seed to
-# make variable -> (argument attribute, default); in the order `make help` users write them
+# make variable -> (LaunchOptions attribute, default); in the order `make help` users write them
 MAKE_VARIABLES = (("DATA", "data", None), ("GPUS", "gpus", 1), ("NNODES", "nnodes", 1),
                   ("NODE_RANK", "node_rank", 0), ("MASTER_ADDR", "master_addr", None),
                   ("MASTER_PORT", "master_port", 29500), ("SLURM_PARTITION", "slurm_partition", None),
@@ -37,10 +40,10 @@ def make_target(suite: str, group: str) -> str:
     return suite if group == "all" else f"{suite}-{group.replace('_', '-')}"
 
 
-def make_command(args: argparse.Namespace, **changes: object) -> str:
+def make_command(options: LaunchOptions, **changes: object) -> str:
     """The make command line of this invocation (options left at their defaults are left out),
     with ``changes`` (attribute -> value) applied, e.g. ``resume=True``."""
-    values = {**vars(args), **changes}
+    values = {**vars(options), **changes}
     words = ["make", make_target(values["suite"], values["group"])]
     for variable, attribute, default in MAKE_VARIABLES:
         value = values.get(attribute)
@@ -65,29 +68,29 @@ def available_processes(cuda: bool) -> tuple[int, str]:
     return cores, "CPU cores (no CUDA device: each process is a gloo CPU process)"
 
 
-def check_launch(args: argparse.Namespace, cuda: bool | None = None) -> None:
+def check_launch(options: LaunchOptions, cuda: bool | None = None) -> None:
     """Refuse launch arguments that would hang, oversubscribe the machine or fail late."""
-    if not 0 <= args.seed <= SEED_MAX:
-        raise LaunchError(f"SEED={args.seed}: a seed must be between 0 and {SEED_MAX} (2**32-1, numpy's range). "
+    if not 0 <= options.seed <= SEED_MAX:
+        raise LaunchError(f"SEED={options.seed}: a seed must be between 0 and {SEED_MAX} (2**32-1, numpy's range). "
                           f"Fix: give a seed in that range, e.g. SEED=0")
-    if not 0 <= args.node_rank < args.nnodes:
-        raise LaunchError(f"NODE_RANK={args.node_rank} with NNODES={args.nnodes}: the node ranks are 0 to "
-                          f"{args.nnodes - 1}. Fix: give each node its own rank in that range")
-    if args.nnodes > 1 and not args.slurm_partition:
-        example = make_command(args, master_addr="<address of node 0>", node_rank=0)
-        if not args.master_addr:
-            raise LaunchError(f"NNODES={args.nnodes} needs MASTER_ADDR: without it torchrun on every node waits "
+    if not 0 <= options.node_rank < options.nnodes:
+        raise LaunchError(f"NODE_RANK={options.node_rank} with NNODES={options.nnodes}: the node ranks are 0 to "
+                          f"{options.nnodes - 1}. Fix: give each node its own rank in that range")
+    if options.nnodes > 1 and not options.slurm_partition:
+        example = make_command(options, master_addr="<address of node 0>", node_rank=0)
+        if not options.master_addr:
+            raise LaunchError(f"NNODES={options.nnodes} needs MASTER_ADDR: without it torchrun on every node waits "
                               f"for node 0 at 127.0.0.1 (itself), with no output, forever. Fix: on every node set "
                               f"MASTER_ADDR to an address of the NODE_RANK=0 machine that the others reach, and its "
                               f"own NODE_RANK, e.g. {example}; or launch through Slurm with SLURM_PARTITION=...")
-    if args.slurm_partition:
+    if options.slurm_partition:
         return  # the processes run on the partition's nodes; Slurm checks their resources
     if cuda is None:
         import torch
 
         cuda = torch.cuda.is_available()
     available, what = available_processes(cuda)
-    if args.gpus > available:
-        raise LaunchError(f"GPUS={args.gpus} processes per node, but this machine has {available} {what}. "
+    if options.gpus > available:
+        raise LaunchError(f"GPUS={options.gpus} processes per node, but this machine has {available} {what}. "
                           f"Fix: set GPUS={available} or fewer (BATCH keeps the paper's total batch on fewer "
                           f"processes), or launch where there are more devices")

@@ -9,14 +9,13 @@ nothing else. `reload_run_config` reads such a file back for RESUME=1 and CKPT e
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
-from .config_checks import ConfigOptionError, check_cfg_options, config_dicts
+from .config_checks import ConfigOptionError, check_cfg_options, config_dicts, parse_options
 from .io import REPO_ROOT
 
 RUN_KEY = "involution_run"  # the run's own facts inside its config (suite, name, dataset, ...)
@@ -190,13 +189,8 @@ def apply_options(cfg: Any, options: list[str], source: Path, warn: Callable[[st
 
 def merge_options(cfg: Any, options: list[str]) -> None:
     """Merge ``key=value`` overrides (mmengine's --cfg-options syntax) into cfg."""
-    if not options:
-        return
-    from mmengine.config import DictAction
-
-    parsed = argparse.Namespace()
-    DictAction(option_strings=[], dest="cfg_options")(None, parsed, options)
-    cfg.merge_from_dict(parsed.cfg_options)
+    if options:
+        cfg.merge_from_dict(parse_options(options))
 
 
 def apply_launch(cfg: Any, launcher: str, device: str) -> None:
@@ -301,8 +295,6 @@ RESUME_STATE_KEYS = {
 
 def resume_refusals(options: list[str]) -> list[str]:
     """The reasons CFG_OPTIONS cannot apply to a resumed run (empty: all can)."""
-    from .config_checks import parse_options
-
     refused = []
     for key in parse_options(options):
         for prefix, state in RESUME_STATE_KEYS.items():

@@ -70,17 +70,18 @@ def _args(*extra):
 
 
 def test_launch_prefixes():
-    prefix, kind = launcher.launch_prefix(_args(), "x")
-    assert kind == "none" and prefix == [sys.executable]
-    prefix, kind = launcher.launch_prefix(
-        _args("--gpus", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
-              "--master-port", "29600"), "x")
-    assert kind == "pytorch"
+    args = _args()
+    assert launcher.launcher_kind(args) == "none" and launcher.launch_prefix(args, "x") == [sys.executable]
+    args = _args("--gpus", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
+                 "--master-port", "29600")
+    prefix = launcher.launch_prefix(args, "x")
+    assert launcher.launcher_kind(args) == "pytorch"
     assert prefix[1:3] == ["-m", "torch.distributed.run"]
     assert {"--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
             "--master_port=29600"} <= set(prefix)
-    prefix, kind = launcher.launch_prefix(_args("--gpus", "4", "--slurm-partition", "gpu"), "job")
-    assert kind == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
+    args = _args("--gpus", "4", "--slurm-partition", "gpu")
+    prefix = launcher.launch_prefix(args, "job")
+    assert launcher.launcher_kind(args) == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
     assert "--ntasks=4" in prefix and "--gres=gpu:4" in prefix
 
 

@@ -47,10 +47,10 @@ def test_gres_has_gpu(gres, expected):
 
 def test_srun_requests_gpus_only_where_the_partition_has_them():
     args = _args("--gpus", "2", "--slurm-partition", "cpu")
-    cpu, kind = launcher.launch_prefix(args, "job", partition_gpus=False)
-    assert kind == "slurm" and not any(part.startswith("--gres") for part in cpu)
+    cpu = launcher.launch_prefix(args, "job", partition_gpus=False)
+    assert cpu[0] == "srun" and not any(part.startswith("--gres") for part in cpu)
     assert {"--ntasks=2", "--ntasks-per-node=2", "--nodes=1"} <= set(cpu)
-    gpu, _ = launcher.launch_prefix(args, "job", partition_gpus=True)
+    gpu = launcher.launch_prefix(args, "job", partition_gpus=True)
     assert "--gres=gpu:2" in gpu
 
 

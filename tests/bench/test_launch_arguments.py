@@ -3,6 +3,7 @@ machine, SEED range), CFG_OPTIONS through make's shell, Ctrl-C, the scripts' con
 RESUME=1 with new CFG_OPTIONS, and the output folders' write access and free space."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -16,7 +17,7 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[2]
-from involution_ops.bench import launch_checks, launcher, run_space  # noqa: E402
+from involution_ops.bench import launch_checks, launcher, run_space, runconfig  # noqa: E402
 from involution_ops.bench.launch_checks import LaunchError, check_launch  # noqa: E402
 
 NAME = "retinanet_red50_fpn_1x_coco"
@@ -128,20 +129,45 @@ def test_resume_command_repeats_the_options():
     assert launch_checks.make_target("cityscapes", "all") == "cityscapes"
 
 
+def test_launch_options_are_typed_frozen_and_name_one_launcher_kind():
+    """parse_args gives the one typed, frozen options object a launch reads (CFG_OPTIONS merged in);
+    the launcher kind a run's config records is the one whose command starts its processes."""
+    require.module("mmdet")
+    from involution_ops.bench import zoo
+    from involution_ops.bench.launch import commands, planning
+    from involution_ops.bench.launch.options import LaunchOptions
+
+    args = _args("--cfg-options", "a.b=1", "--cfg-options-line", "c.d='x y'")
+    assert type(args) is LaunchOptions and args.cfg_options == ["a.b=1", "c.d=x y"]
+    assert not hasattr(args, "cfg_options_line")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.amp = True
+    job = launcher.select_jobs(args, toy=True)[0]
+    for extra, kind, program in [((), "none", sys.executable), (("--gpus", "2"), "pytorch", sys.executable),
+                                 (("--gpus", "2", "--slurm-partition", "cpu"), "slurm", "srun")]:
+        options = _args(*extra)
+        context = planning.run_context(options, zoo.load(), Path("data/toy/coco"), "toy", device="cpu")
+        cfg = planning.load_config(job, context)
+        command = commands.job_command(job, options, Path("config.py"), partition_gpus=False)
+        assert context.launcher == kind == cfg.launcher and command[0] == program, (extra, command)
+
+
 # ------------------------------------------------------------------ Ctrl-C
 
 DRIVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from involution_ops.bench import launcher
+    from involution_ops.bench import launcher, zoo
+    from involution_ops.bench.launch import commands, planning
     child = ("import sys, time; from involution_ops.bench import session; "
              "session.train = lambda *a, **k: (print('ready', flush=True), time.sleep(60)); "
              "sys.exit(session.train_main(['config.py']))")
     args = launcher.parse_args(["coco", "retinanet", "--work-dir", sys.argv[1], "--seed", "5"])
     job = launcher.Job("retinanet_red50_fpn_1x_coco", Path("det_configs/retinanet_red50_fpn_1x_coco.py"))
-    launcher.write_run_config = lambda job, cfg, args: (Path(sys.argv[1]) / "config.py", None)
-    launcher.job_command = lambda *a, **k: [sys.executable, "-c", child]
-    sys.exit(launcher.run_jobs([job], {job.name: None}, "coco", None, args))
+    planning.write_run_config = lambda job, cfg, options: (Path(sys.argv[1]) / "config.py", None)
+    commands.job_command = lambda *a, **k: [sys.executable, "-c", child]
+    context = planning.run_context(args, zoo.load(), Path("data/coco"), "coco", device="cpu")
+    sys.exit(launcher.run_jobs([job], {job.name: None}, context))
 """)
 
 
@@ -184,11 +210,11 @@ def test_train_script_on_its_own_says_how_to_resume(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_script, "train", interrupted)
-    monkeypatch.delenv(launcher.LAUNCHED_ENV, raising=False)
+    monkeypatch.delenv(runconfig.LAUNCHED_ENV, raising=False)
     assert train_script.train_main(["run/config.py"]) == 130
     assert capsys.readouterr().err.strip() == ("interrupted: continue from the last checkpoint with: "
                                                "python scripts/train.py run/config.py --resume")
-    monkeypatch.setenv(launcher.LAUNCHED_ENV, "1")  # under the launcher, which prints the make command
+    monkeypatch.setenv(runconfig.LAUNCHED_ENV, "1")  # under the launcher, which prints the make command
     assert train_script.train_main(["run/config.py"]) == 130
     assert capsys.readouterr().err == ""
 
@@ -235,7 +261,7 @@ def test_preflight_refuses_an_unwritable_work_dir_and_shows_the_space(tmp_path, 
     assert "error: WORK_DIR" in capsys.readouterr().err
     assert launcher.main([*base, "--work-dir", str(tmp_path), "--runs-dir", str(blocker / "runs")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
-    jobs, configs, _, _ = launcher.preflight(_args("--configs", NAME, "--work-dir", str(tmp_path),
+    jobs, configs, _ = launcher.preflight(_args("--configs", NAME, "--work-dir", str(tmp_path),
                                                    "--runs-dir", str(tmp_path / "runs")))
     out = capsys.readouterr().out
     estimate = run_space.estimate(NAME, configs[NAME])

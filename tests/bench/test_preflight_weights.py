@@ -54,8 +54,11 @@ def _malicious(path):
 def test_unusable_weights_stop_before_any_config_is_loaded(capsys, monkeypatch, tmp_path, no_launch, option,
                                                            make, what):
     loaded = []
-    real_load_config = launcher.load_config
-    monkeypatch.setattr(launcher, "load_config", lambda *a, **k: loaded.append(a) or real_load_config(*a, **k))
+    from involution_ops.bench.launch import preflight as launch_preflight
+
+    real_load_config = launch_preflight.load_config
+    monkeypatch.setattr(launch_preflight, "load_config",
+                        lambda *a, **k: loaded.append(a) or real_load_config(*a, **k))
     path = tmp_path / "work_dirs" / "coco" / FPN / "x" / "weights.pth"
     path.parent.mkdir(parents=True)
     make(path)
