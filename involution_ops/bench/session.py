@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint_files, dataset_identity, environment, records, training_guards
+from . import checkpoint_files, dataset_identity, records, training_guards
 from .runconfig import RUN_KEY, load_model_config, relative
 
 
@@ -110,6 +110,8 @@ def run_record(cfg: Any, runner: Any, *, started_at: str, seconds: float, iterat
     ``tested``: the runner has run its test, so the evaluated data is identified (else the
     record's dataset_identity is None); ``extra``: fields only one kind of run has."""
     from mmengine.dist import get_world_size
+
+    from . import environment
 
     facts = cfg[RUN_KEY]
     trainable, total = records.params_m(runner.model)
