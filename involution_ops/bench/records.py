@@ -5,7 +5,7 @@ This module owns the record: its type (`RunRecord`, schema `SCHEMA`), the one wr
 one reader (`read_record`, `read_records`) that the tables, resume planning
 (`finished_run_dirs`) and dataset identity use. The reader upgrades records of older schemas
 here, so no other reader needs to know about them. Records are written by the training and
-evaluation processes (involution_ops.bench.session, `run_record`). A record is never
+evaluation processes (involution_ops.bench.run_process, `run_record`). A record is never
 overwritten (a name clash moves the timestamp on by a second) and appears whole or not at all.
 Records are strict JSON: a non-finite number is written as null. A run that failed (status
 "failed") is recorded in its own run folder only (failed_record.json), never in results/runs.

@@ -1,7 +1,7 @@
 """The run record (involution_ops.bench.records): one type, one writer, one reader.
 
-A record built by the training process's record builder (session.run_record) and written by it
-(session._write) is read by the tables and by resume planning through the one reader; records
+A record built by the training process's record builder (run_process.run_record) and written by it
+(run_process._write) is read by the tables and by resume planning through the one reader; records
 of schema 1 (the committed table fixtures, anyone's results/runs) are upgraded there; a record
 whose status is not "ok" reaches neither the tables nor resume planning."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ require.module("mmengine")
 
 from mmengine.config import Config  # noqa: E402
 
-from involution_ops.bench import records, session  # noqa: E402
+from involution_ops.bench import records, run_process  # noqa: E402
 from involution_ops.bench import tables as bench_tables  # noqa: E402
 from involution_ops.bench.batch import BatchPlan, plan_batch  # noqa: E402
 from involution_ops.bench.io import REPO_ROOT  # noqa: E402
@@ -63,10 +63,11 @@ def fake_runner() -> SimpleNamespace:
 
 
 def trained_record(cfg: Config) -> records.RunRecord:
-    """The record session.train builds once the test has run."""
-    return session.run_record(cfg, fake_runner(), started_at="2026-01-01T00:00:00+00:00", seconds=3.0, iterations=12,
-                              checkpoint="iter_12.pth", loss_curve=[[1, 2.0], [12, 1.5]],
-                              evaluated_checkpoint_only=False, raw_metrics={"coco/bbox_mAP": 0.4321}, resumed=False)
+    """The record run_process.train builds once the test has run."""
+    return run_process.run_record(cfg, fake_runner(), started_at="2026-01-01T00:00:00+00:00", seconds=3.0,
+                                  iterations=12, checkpoint="iter_12.pth", loss_curve=[[1, 2.0], [12, 1.5]],
+                                  evaluated_checkpoint_only=False, raw_metrics={"coco/bbox_mAP": 0.4321},
+                                  resumed=False)
 
 
 def test_a_training_record_is_read_by_the_tables_and_by_resume_planning(tmp_path, capsys):
@@ -74,7 +75,7 @@ def test_a_training_record_is_read_by_the_tables_and_by_resume_planning(tmp_path
     record = trained_record(cfg)
     assert records.record_problem(record) is None and record["metrics"] == {"bbox_AP": 43.21}
     assert record["params_total_m"] == round(sum(p.numel() for p in nn.Linear(3, 2).parameters()) / 1e6, 3)
-    assert session._write(cfg, record) == 0
+    assert run_process._write(cfg, record) == 0
     (path,) = (tmp_path / "runs").glob("*.json")
     read = records.read_record(path)
     assert read == json.loads(json.dumps(record))  # what the builder made, whole
@@ -97,7 +98,7 @@ def test_a_record_kept_in_its_run_folder_counts_as_finished(tmp_path, capsys):
     """results/runs could not be written (exit 3): resume planning still finds the record in the run folder."""
     cfg = run_cfg(tmp_path)
     (tmp_path / "runs").write_text("a file where the runs folder should be")
-    assert session._write(cfg, trained_record(cfg)) == 3
+    assert run_process._write(cfg, trained_record(cfg)) == 3
     run_dir = Path(cfg.work_dir)
     assert records.finished_run_dirs(tmp_path / "runs") == set()
     assert records.finished_run_dirs(tmp_path / "runs", [run_dir]) == {run_dir.resolve()}
