@@ -22,7 +22,7 @@ Toy data gets no compensation (short smoke-test schedules).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 MODES = ("accumulate", "scale_lr", "none")
@@ -52,7 +52,25 @@ class BatchPlan:
         return self.effective_batch == self.paper_batch
 
     def as_record(self) -> dict:
+        """The plan as run configs and run records hold it (JSON), read back by `from_record`."""
         return {**asdict(self), "effective_batch": self.effective_batch, "matches_paper": self.matches_paper}
+
+    @staticmethod
+    def record_problem(record: Any) -> str | None:
+        """Why ``record`` is not a plan written by `as_record`; None when it is one."""
+        if not isinstance(record, dict):
+            return "not an object"
+        missing = [item.name for item in fields(BatchPlan) if item.name not in record]
+        if missing:
+            return f"missing {', '.join(missing)}"
+        wrong = [item.name for item in fields(BatchPlan)
+                 if not isinstance(record[item.name], _FIELD_TYPES[item.type]) or isinstance(record[item.name], bool)]
+        return f"{', '.join(wrong)} of the wrong type" if wrong else None
+
+    @classmethod
+    def from_record(cls, record: dict) -> BatchPlan:
+        """The plan of `as_record`'s dict (check it with `record_problem` first)."""
+        return cls(**{item.name: record[item.name] for item in fields(cls)})
 
     def describe(self) -> str:
         first = (f"batch: {self.processes} process(es) x {self.images_per_process} image(s) = {self.total_batch}"
@@ -61,6 +79,18 @@ class BatchPlan:
                  f"{f' (config {self.config_lr:g})' if self.lr != self.config_lr else ''}"
                  f"{f'; iterations x{self.iteration_scale:g}' if self.iteration_scale != 1 else ''}; mode {self.mode}")
         return f"{first}\n  {self.note}" if self.note else first
+
+    def departure(self) -> str | None:
+        """How a run with this plan departs from the paper's total batch, for the tables' footnote;
+        None when it trains at it."""
+        if self.matches_paper:
+            return None
+        return (f"trained at total batch {self.effective_batch} (paper {self.paper_batch}), accumulation "
+                f"{self.accumulation if self.accumulation > 1 else 'none'}, lr {self.lr:g} (mode {self.mode})")
+
+
+# the JSON types of BatchPlan's fields (an int is a valid float)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
 
 
 def _paper_batch(cfg: Any) -> int:

@@ -12,7 +12,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # records imports nothing from here, but keep the import graph one-way at run time
+    from .records import RunRecord
 
 # Official evaluation split of each suite: split name and image count.
 OFFICIAL_SPLITS: dict[str, tuple[str, int]] = {"coco": ("val2017", 5000), "cityscapes": ("val", 500)}
@@ -99,15 +102,15 @@ def images_evaluated(runner: Any) -> int:
     return len(runner.test_dataloader.dataset)
 
 
-def is_official_full_split(record: dict) -> bool:
+def is_official_full_split(record: RunRecord) -> bool:
     """True only when the record proves an evaluation on the complete official split.
 
     Needs `dataset_identity` with the official split name and, both listed and evaluated,
-    exactly the official image count. Records without it (older ones) cannot prove it.
+    exactly the official image count. A record whose data is not identified cannot prove it.
     """
-    identity = record.get("dataset_identity")
-    official = OFFICIAL_SPLITS.get(record.get("suite"))
-    if not isinstance(identity, dict) or official is None or record.get("dataset") != record.get("suite"):
+    identity = record["dataset_identity"]
+    official = OFFICIAL_SPLITS.get(record["suite"])
+    if identity is None or official is None or record["dataset"] != record["suite"]:
         return False
     split, count = official
     evaluated = identity.get("images_evaluated")
@@ -116,10 +119,10 @@ def is_official_full_split(record: dict) -> bool:
             and not isinstance(evaluated, bool))
 
 
-def describe(record: dict) -> str:
+def describe(record: RunRecord) -> str:
     """Short text for the tables: split and image count, or why the data is not identified."""
-    identity = record.get("dataset_identity")
-    if not isinstance(identity, dict):
+    identity = record["dataset_identity"]
+    if identity is None:
         return "dataset not identified (record predates dataset identity)"
     split = identity.get("split") or "unknown split"
     evaluated = identity.get("images_evaluated")

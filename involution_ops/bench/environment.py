@@ -110,6 +110,12 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
 
 
+def hardware() -> dict[str, object]:
+    """The machine as run records state it: CPU model and cores, GPU names and count."""
+    gpus = gpu_names()
+    return {"cpu": f"{cpu_model()} ({cpu_cores()} cores)", "gpus": gpus, "num_gpus": len(gpus)}
+
+
 def load_average() -> list[float] | None:
     """The 1, 5 and 15-minute load averages, rounded to 0.01; None where the OS has none."""
     try:

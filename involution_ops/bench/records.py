@@ -1,29 +1,92 @@
-"""Run records: one JSON file per finished run in results/runs/ (schema 1).
+"""The run record: what one training or evaluation run produced, as one JSON file.
 
-Shared by the detection and segmentation suites; written by the training and evaluation
-processes (involution_ops.bench.session), read by involution_ops.bench.tables. A record is never overwritten (a name
-clash moves the timestamp on by a second) and appears whole or not at all. Records are strict JSON:
-a non-finite number is written as null. A run that failed (status "failed") is recorded in its
-own run folder only (failed_record.json), never in results/runs.
+This module owns the record: its type (`RunRecord`, schema `SCHEMA`), the one writer
+(`write_record` to results/runs, `write_failed_record` to a failed run's own folder) and the
+one reader (`read_record`, `read_records`) that the tables, resume planning
+(`finished_run_dirs`) and dataset identity use. The reader upgrades records of older schemas
+here, so no other reader needs to know about them. Records are written by the training and
+evaluation processes (involution_ops.bench.run_process, `run_record`). A record is never
+overwritten (a name clash moves the timestamp on by a second) and appears whole or not at all.
+Records are strict JSON: a non-finite number is written as null. A run that failed (status
+"failed") is recorded in its own run folder only (failed_record.json), never in results/runs.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import math
-import os
-import platform
 import resource
-import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from involution_ops.complexity import count_params as _count_params
-
+from .batch import BatchPlan
 from .io import REPO_ROOT, write_new
 
-SCHEMA = 1
+SCHEMA = 2  # 2: `status`, `batch`, `dataset_identity`, `work_dir`, `evaluated_checkpoint_only` always present
 REPO = REPO_ROOT
+SUITES = ("imagenet", "coco", "cityscapes")
+OK = "ok"
+FAILED = "failed"
+
+
+class _RequiredFields(TypedDict):
+    """The fields every run record has; RunRecord documents them."""
+
+    schema: int
+    status: str          # "ok": produced its results; "failed": see `failure`
+    name: str            # the config's name (det_configs/<name>.py ...)
+    suite: str           # one of SUITES
+    dataset: str         # the suite (real data) or "toy"
+    metrics: dict[str, Any]  # record keys of metrics_from_mm; values may be null
+    batch: dict[str, Any] | None
+    dataset_identity: dict[str, Any] | None
+    work_dir: str | None
+    evaluated_checkpoint_only: bool  # an evaluation of a given checkpoint, not a training
+
+
+class RunRecord(_RequiredFields, total=False):
+    """One run record (schema 2) as written and as `read_record` returns it.
+
+    Required (_RequiredFields): what identifies the run and what it produced. Always present
+    after reading (the reader fills them for older records), None where unknown: `batch` (BatchPlan.as_record()
+    of the run's config; None for a config from before batch plans), `dataset_identity`
+    (dataset_identity.identify + images_evaluated; None when the data could not be identified
+    or the run did not test), `work_dir` (the run folder, relative to the checkout where
+    inside it) and `evaluated_checkpoint_only`. The rest is optional: what the run measured.
+    """
+
+    config: str       # the source config
+    run_config: str   # the file this session ran with (config.py or config.resume-*.py)
+    params_trainable_m: float
+    params_total_m: float
+    gflops_paper: float | None
+    seed: int | None
+    deterministic: bool
+    amp: bool
+    world_size: int
+    git_commit: str   # environment.git_commit()
+    versions: dict[str, str | None]
+    hardware: dict[str, Any]
+    iterations: int | None
+    wall_time_s: float
+    train_time_s: float
+    peak_memory_mb: float | None
+    loss_curve: list[list[float | None]]
+    checkpoint: str
+    resumed: bool
+    resumed_from: str
+    resume_passed_over: list[dict[str, str]]
+    skipped_images: int
+    skipped_image_files: list[str]
+    started_at: str
+    finished_at: str
+    failure: dict[str, Any]  # status "failed": stage, iteration, error
+
+
+# what a record holds when its writer (or an older schema) left it out
+_DEFAULTS: dict[str, Any] = {"batch": None, "dataset_identity": None, "work_dir": None,
+                             "evaluated_checkpoint_only": False}
 
 # mmdet CocoMetric key suffix -> record key suffix
 _COCO_KEYS = {"mAP": "AP", "mAP_50": "AP50", "mAP_75": "AP75", "mAP_s": "APs", "mAP_m": "APm", "mAP_l": "APl"}
@@ -89,6 +152,8 @@ def loss_curve(run_dir: str | Path) -> list[list[float | None]]:
 
 def params_m(model: Any) -> tuple[float, float]:
     """(trainable, total) parameters in millions; DDP wrappers are unwrapped."""
+    from involution_ops.complexity import count_params as _count_params  # torch: not for `make tables`
+
     trainable, total = _count_params(getattr(model, "module", model))
     return round(trainable / 1e6, 3), round(total / 1e6, 3)
 
@@ -117,50 +182,6 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    found: dict[str, str | None] = {}
-    for key, dist in (("torch", "torch"), ("mmengine", "mmengine"), ("mmcv", "mmcv"), ("mmdet", "mmdet"),
-                      ("mmseg", "mmsegmentation"), ("involution_ops", "involution_ops")):
-        try:
-            found[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[key] = None
-    return found
-
-
-def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus: list[str] = []
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
-    return {"cpu": f"{cpu} ({os.cpu_count()} cores)", "gpus": gpus, "num_gpus": len(gpus)}
-
-
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -176,19 +197,66 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def _text(record: dict[str, Any]) -> str:
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` (already upgraded to schema 2) is not a run record; None when it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("schema") != SCHEMA:
+        return f"schema is {record.get('schema')!r}, expected 1 or {SCHEMA}"
+    missing = [key for key in RunRecord.__required_keys__ if key not in record]
+    if missing:
+        return f"missing {', '.join(sorted(missing))}"
+    if not isinstance(record["name"], str) or not record["name"]:
+        return "name is not a non-empty string"
+    if record["suite"] not in SUITES:
+        return f"suite {record['suite']!r} is none of {', '.join(SUITES)}"
+    if record["dataset"] not in ("toy", record["suite"]):
+        return f"dataset {record['dataset']!r} is neither 'toy' nor the suite {record['suite']!r}"
+    if not isinstance(record["status"], str):
+        return "status is not a string"
+    if not isinstance(record["metrics"], dict):
+        return "metrics is not an object"
+    if record["batch"] is not None:
+        problem = BatchPlan.record_problem(record["batch"])
+        if problem:
+            return f"batch: {problem}"
+    if record["dataset_identity"] is not None and not isinstance(record["dataset_identity"], dict):
+        return "dataset_identity is not an object"
+    if record["work_dir"] is not None and not isinstance(record["work_dir"], str):
+        return "work_dir is not a string"
+    return None
+
+
+def upgrade(record: Any) -> Any:
+    """``record`` in schema 2, the one place that knows older schemas (anything else is returned as is).
+
+    Schema 1 grew fields without a bump: a schema-1 record may lack status (those in results/runs
+    all produced results), batch, dataset_identity, work_dir or evaluated_checkpoint_only."""
+    if isinstance(record, dict) and record.get("schema") == 1:
+        return {**_DEFAULTS, **record, "schema": SCHEMA, "status": record.get("status", OK)}
+    return record
+
+
+def _text(record: dict[str, Any], status: str) -> str:
     for key in ("name", "suite", "dataset", "metrics"):
         if key not in record:
             raise ValueError(f"run record lacks {key!r}")
-    return json.dumps(strict_json({"schema": SCHEMA, **record}), indent=1, sort_keys=False, allow_nan=False) + "\n"
+    complete = {"schema": SCHEMA, "status": status, **_DEFAULTS, **record}
+    complete.update(schema=SCHEMA, status=status)
+    problem = record_problem(complete)
+    if problem:
+        raise ValueError(f"not a run record: {problem}")
+    return json.dumps(strict_json(complete), indent=1, sort_keys=False, allow_nan=False) + "\n"
 
 
 def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results" / "runs") -> Path:
-    """Write `<name>__<dataset>__<YYYYmmdd-HHMMSS>.json`; never replaces a file, never leaves half a record.
+    """Write the record of a run that produced its results (status "ok") as
+    `<name>__<dataset>__<YYYYmmdd-HHMMSS>.json`; never replaces a file, never leaves half a record.
 
-    A name already taken moves the timestamp on by a second (io.write_new: a kill at any moment
-    leaves either no record or a whole one)."""
-    text = _text(record)
+    ``record`` needs name, suite, dataset and metrics; the reader's defaults fill the other
+    fields of RunRecord that it leaves out. A name already taken moves the timestamp on by a
+    second (io.write_new: a kill at any moment leaves either no record or a whole one)."""
+    text = _text(record, OK)
     when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     names = (f"{record['name']}__{record['dataset']}__{when + _dt.timedelta(seconds=step):%Y%m%d-%H%M%S}.json"
              for step in range(1000))
@@ -196,6 +264,61 @@ def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results"
 
 
 def write_failed_record(record: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write the record of a failed run as `failed_record.json` (then `-1`, `-2`, ...) in its run folder."""
-    text = _text(record)
+    """Write the record of a failed run (status "failed", with its `failure`) as `failed_record.json`
+    (then `-1`, `-2`, ...) in its run folder."""
+    text = _text(record, FAILED)
     return write_new(Path(run_dir), ("failed_record" + (f"-{n}" if n else "") + ".json" for n in range(1000)), text)
+
+
+def _name_is_utf8(path: Path) -> bool:
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is not UTF-8, kept by Python as a lone surrogate
+        return False
+    return True
+
+
+def read_record(path: str | Path) -> RunRecord | str:
+    """The record in ``path`` (of any schema, upgraded to this one), or why it is none: a problem
+    sentence such as "not readable JSON (...)" to show after the file's name."""
+    path = Path(path)
+    if not _name_is_utf8(path):
+        return ("its file name is not valid UTF-8 (a run writes <config>__<dataset>__<time>.json: "
+                "rename it to that)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"not readable JSON ({error})"
+    record = upgrade(data)
+    problem = record_problem(record)
+    if problem:
+        return f"not a run record of schema 1 or {SCHEMA}: {problem}"
+    return record
+
+
+def read_records(folder: str | Path) -> list[tuple[Path, RunRecord | str]]:
+    """`read_record` of every *.json file directly in ``folder``, by file name; [] without the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [(path, read_record(path)) for path in sorted(folder.glob("*.json"))]
+
+
+def run_dir(record: RunRecord) -> Path | None:
+    """The run folder a record names (absolute), or None."""
+    return (REPO / record["work_dir"]).resolve() if record["work_dir"] else None
+
+
+def finished_run_dirs(runs_dir: str | Path, run_dirs: Iterable[str | Path] = ()) -> set[Path]:
+    """Run folders whose training finished: named by a training record with status "ok" in
+    ``runs_dir``, or, for each of ``run_dirs``, by such a record the run wrote into its own folder
+    because ``runs_dir`` could not be written (the training process's exit code 3). Evaluations
+    of a given checkpoint, failed runs and files that are no record do not count."""
+    found = [item for folder in (runs_dir, *run_dirs) for item in read_records(folder)]
+    finished = set()
+    for _path, record in found:
+        if isinstance(record, dict) and record["status"] == OK and not record["evaluated_checkpoint_only"]:
+            folder = run_dir(record)
+            if folder is not None:
+                finished.add(folder)
+    return finished

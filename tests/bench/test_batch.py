@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from torch import nn  # noqa: E402
 
-from involution_ops.bench.batch import apply_batch_plan, plan_batch  # noqa: E402
+from involution_ops.bench.batch import BatchPlan, apply_batch_plan, plan_batch  # noqa: E402
 from involution_ops.bench.io import REPO_ROOT  # noqa: E402
 
 COCO = "det_configs/retinanet_red50_fpn_1x_coco.py"          # epoch-based, warm-up by iteration
@@ -126,6 +126,21 @@ def test_impossible_accumulation_is_a_clear_error(configs):
 
 
 # ----------------------------------------------------------------- mmengine's accumulation, really run
+
+@pytest.mark.parametrize("world_size, mode, expected", [
+    (8, "accumulate", None),  # the paper's 8 processes x 2 images
+    (1, "accumulate", None),  # accumulation x8 reaches the paper's batch: the paper's recipe
+    (1, "none", "trained at total batch 2 (paper 16), accumulation none, lr 0.01 (mode none)"),
+    (2, "scale_lr", "trained at total batch 4 (paper 16), accumulation none, lr 0.0025 (mode scale_lr)"),
+])
+def test_a_plan_read_back_from_its_record_states_how_it_departs_from_the_paper(configs, world_size, mode, expected):
+    plan = plan_batch(fresh(configs, COCO), world_size=world_size, mode=mode, dataset="coco")
+    record = plan.as_record()
+    assert BatchPlan.record_problem(record) is None and BatchPlan.from_record(record) == plan
+    assert plan.departure() == expected
+    assert BatchPlan.record_problem({**record, "accumulation": "8"}) == "accumulation of the wrong type"
+    assert BatchPlan.record_problem({key: value for key, value in record.items() if key != "lr"}) == "missing lr"
+
 
 def _tiny_model():
     from mmengine.model import BaseModel

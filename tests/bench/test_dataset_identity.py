@@ -7,13 +7,25 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from involution_ops.bench.dataset_identity import identify, images_evaluated, is_official_full_split
+from involution_ops.bench import records
+from involution_ops.bench.dataset_identity import describe, identify, images_evaluated, is_official_full_split
 from involution_ops.bench.io import REPO_ROOT
+
+
+def run_record(suite: str, dataset: str, identity: dict | None) -> records.RunRecord:
+    """A run record as the one reader returns it, written by the one writer."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = records.write_record({"name": "m", "suite": suite, "dataset": dataset, "metrics": {},
+                                     "dataset_identity": identity}, folder)
+        record = records.read_record(path)
+    assert isinstance(record, dict), record
+    return record
 
 
 def coco_folder(root: Path, images: int, split: str = "val2017") -> Path:
@@ -44,7 +56,7 @@ def test_coco_identity_names_the_file_its_hash_and_image_count(tmp_path):
     assert identity["ann_file"] == str(ann.resolve()) and identity["ann_file_bytes"] == len(ann.read_bytes())
     assert identity["ann_file_sha256"] == hashlib.sha256(ann.read_bytes()).hexdigest()
     assert identity["suite"] == "coco" and identity["image_dir"] == str((tmp_path / "val2017").resolve())
-    record = {"suite": "coco", "dataset": "coco", "dataset_identity": {**identity, "images_evaluated": 3}}
+    record = run_record("coco", "coco", {**identity, "images_evaluated": 3})
     assert not is_official_full_split(record)  # three images are not COCO val2017
 
 
@@ -61,7 +73,7 @@ def test_missing_annotation_file_is_a_clear_error(tmp_path):
 def test_toy_data_is_labelled(tmp_path):
     identity = identify(coco_cfg(tmp_path), "coco", "toy")
     assert identity["kind"] == "toy" and "toy" in identity["note"]
-    assert not is_official_full_split({"suite": "coco", "dataset": "toy", "dataset_identity": identity})
+    assert not is_official_full_split(run_record("coco", "toy", identity))
 
 
 def test_cityscapes_identity_counts_and_hashes_the_file_list(tmp_path):
@@ -89,13 +101,12 @@ def test_cityscapes_identity_counts_and_hashes_the_file_list(tmp_path):
     assert identify(cfg, "cityscapes", "cityscapes")["file_list_sha256"] != identity["file_list_sha256"]
 
 
-def full(suite: str, split: str, listed: int, evaluated: int) -> dict:
-    return {"suite": suite, "dataset": suite,
-            "dataset_identity": {"suite": suite, "split": split, "images_listed": listed,
-                                 "images_evaluated": evaluated}}
+def full(suite: str, split: str, listed: int, evaluated: int) -> records.RunRecord:
+    return run_record(suite, suite, {"suite": suite, "split": split, "images_listed": listed,
+                                     "images_evaluated": evaluated})
 
 
-def test_only_the_complete_official_split_counts():
+def test_only_the_complete_official_split_counts(tmp_path):
     assert is_official_full_split(full("coco", "val2017", 5000, 5000))
     assert is_official_full_split(full("cityscapes", "val", 500, 500))
     assert not is_official_full_split(full("coco", "val2017", 4999, 4999))
@@ -103,9 +114,13 @@ def test_only_the_complete_official_split_counts():
     assert not is_official_full_split(full("coco", "val2014", 5000, 5000))    # another split of the same size
     assert not is_official_full_split(full("cityscapes", "train", 500, 500))
     assert not is_official_full_split(full("coco", "val2017", 5000, True))
-    older = full("coco", "val2017", 5000, 5000)
-    del older["dataset_identity"]
-    assert not is_official_full_split(older)                                # cannot prove anything
+    assert describe(full("coco", "val2017", 5000, 100)) == "val2017, 100 images (5000 listed)"
+    # a schema-1 record from before dataset identity, read through the one reader: cannot prove anything
+    older = tmp_path / "m__coco__20250101-000000.json"
+    older.write_text(json.dumps({"schema": 1, "name": "m", "suite": "coco", "dataset": "coco", "metrics": {}}))
+    record = records.read_record(older)
+    assert not is_official_full_split(record)
+    assert describe(record) == "dataset not identified (record predates dataset identity)"
 
 
 def test_images_evaluated_by_mmdet_on_the_real_config(tmp_path, openmmlab):

@@ -1,4 +1,4 @@
-"""Faults inside the training process (involution_ops.bench.session and its guards): a loss that
+"""Faults inside the training process (involution_ops.bench.run_process and its guards): a loss that
 turns non-finite stops the run at that iteration; a test that evaluates nothing fails the run;
 records are strict JSON; a full disk leaves no checkpoint that looks whole; RESUME=1 passes over
 an unreadable newest checkpoint; a record that cannot go to results/runs is kept in the run folder.
@@ -30,7 +30,8 @@ from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import involution_ops.openmmlab.checkpoint_loading  # noqa: E402,F401  (resume on torch >= 2.6)
-from involution_ops.bench import checkpoint_files, records, session, training_guards  # noqa: E402
+from involution_ops.bench import checkpoint_files, records, training_guards  # noqa: E402
+from involution_ops.bench import run_process  # noqa: E402
 from involution_ops.bench.runconfig import RUN_KEY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,12 +134,12 @@ def _cfg(tmp_path, runs_dir):
     ({"coco/bbox_mAP": 0.1}, {"bbox_AP": 10.0}, {"images_evaluated": 0}, "the test set is empty"),
 ])
 def test_a_test_that_evaluates_nothing_is_a_failure(tmp_path, raw, metrics, identity, expected):
-    problem = session.evaluation_problem(raw, metrics, _cfg(tmp_path, tmp_path), identity)
+    problem = run_process.evaluation_problem(raw, metrics, _cfg(tmp_path, tmp_path), identity)
     assert expected in problem and "data/coco/annotations/val.json" in problem
 
 
 def test_a_test_with_metrics_is_not_a_failure(tmp_path):
-    assert session.evaluation_problem({"coco/bbox_mAP": 0.0}, {"bbox_AP": 0.0}, _cfg(tmp_path, tmp_path),
+    assert run_process.evaluation_problem({"coco/bbox_mAP": 0.0}, {"bbox_AP": 0.0}, _cfg(tmp_path, tmp_path),
                                       {"images_evaluated": 4}) is None
 
 
@@ -190,7 +191,7 @@ def test_a_full_disk_leaves_no_checkpoint_that_looks_whole(tmp_path, monkeypatch
         return HalfWriter(stream) if "w" in mode and "iter_4.pth" in str(file) else stream
 
     work = tmp_path / "run"
-    checkpoint_files.install()  # what session.train does before building the Runner
+    checkpoint_files.install()  # what run_process.train does before building the Runner
     runner = _runner(work)
     monkeypatch.setattr(builtins, "open", full_disk_open)
     with pytest.raises(OSError) as caught:
@@ -235,7 +236,7 @@ def test_resume_passes_over_a_truncated_newest_checkpoint(six_iterations, tmp_pa
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     (work / ".iter_6.pth.x1.partial").write_bytes(b"interrupted")
 
-    plan = session.choose_resume(work)
+    plan = run_process.choose_resume(work)
     assert plan.checkpoint == work / "iter_4.pth"
     assert [path.name for path, _ in plan.passed_over] == ["iter_6.pth"]
     assert "truncated" in plan.passed_over[0][1]
@@ -264,7 +265,7 @@ def test_a_record_that_cannot_go_to_results_runs_is_kept_in_the_run_folder(tmp_p
     cfg = _cfg(tmp_path, blocked)
     (tmp_path / "run").mkdir()
     record = {"name": "m", "suite": "coco", "dataset": "toy", "metrics": {"bbox_AP": 1.5}}
-    assert session._write(cfg, record) == 3
+    assert run_process._write(cfg, record) == 3
     (kept,) = (tmp_path / "run").glob("m__toy__*.json")
     assert strict_loads(kept.read_text())["metrics"] == {"bbox_AP": 1.5}
     assert strict_loads(kept.read_text())["status"] == "ok"

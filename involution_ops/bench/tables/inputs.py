@@ -1,6 +1,6 @@
 """What `make tables` reads, checked before anything is rendered: run records (results/runs/*.json,
-schema 1: see involution_ops/bench/records.py) as `Run`s grouped into `Results`, and the
-complexity rows of `make flops`. A missing or malformed file only costs a warning naming it."""
+read by involution_ops/bench/records.py) as `Run`s grouped into `Results`, and the complexity
+rows of `make flops`. A missing or malformed file only costs a warning naming it."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import dataset_identity
+from ..batch import BatchPlan
 from ..cells import number
+from ..records import OK, RunRecord, read_records
 
-SUITES = ("imagenet", "coco", "cityscapes")
 RECORD_STAMP = re.compile(r"__(\d{8}-\d{6})$")
 
 Warn = Callable[[str], None]
@@ -40,7 +41,7 @@ class Run:
     """One run record as the tables read it."""
 
     path: Path
-    record: dict
+    record: RunRecord
 
     @property
     def name(self) -> str:
@@ -62,20 +63,8 @@ class Run:
     @property
     def batch_note(self) -> str | None:
         """How the run departs from the paper's total batch; None when it trained at it."""
-        batch = self.record.get("batch")
-        if not isinstance(batch, dict):
-            return "total batch not recorded"
-        effective, paper = batch.get("effective_batch"), batch.get("paper_batch")
-        if isinstance(effective, int) and effective == paper:
-            return None
-        accumulation = batch.get("accumulation")
-        lr = number(batch.get("lr"))
-        text = (f"trained at total batch {effective if effective is not None else '?'} (paper "
-                f"{paper if paper is not None else '?'}), accumulation "
-                f"{accumulation if isinstance(accumulation, int) and accumulation > 1 else 'none'}")
-        if lr is not None:
-            text += f", lr {lr:g}"
-        return text + (f" (mode {batch['mode']})" if isinstance(batch.get("mode"), str) else "")
+        batch = self.record["batch"]
+        return "total batch not recorded" if batch is None else BatchPlan.from_record(batch).departure()
 
     @property
     def stamp(self) -> str:
@@ -113,52 +102,17 @@ class Run:
         return points
 
 
-def record_problem(record: Any) -> str | None:
-    """Why `record` is not a run record the tables can use; None when it is one."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    if record.get("schema") != 1:
-        return f"schema is {record.get('schema')!r}, expected 1"
-    missing = [key for key in ("name", "suite", "dataset", "metrics") if key not in record]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    if not isinstance(record["name"], str) or not record["name"]:
-        return "name is not a non-empty string"
-    if record["suite"] not in SUITES:
-        return f"suite {record['suite']!r} is none of {', '.join(SUITES)}"
-    if record["dataset"] not in ("toy", record["suite"]):
-        return f"dataset {record['dataset']!r} is neither 'toy' nor the suite {record['suite']!r}"
-    if not isinstance(record["metrics"], dict):
-        return "metrics is not an object"
-    return None
-
-
-def _name_is_utf8(path: Path) -> bool:
-    try:
-        path.name.encode("utf-8")
-    except UnicodeEncodeError:  # a byte that is not UTF-8, kept by Python as a lone surrogate
-        return False
-    return True
-
-
 def load_runs(runs_dir: Path, warn: Warn) -> list[Run]:
-    """Every usable record of `runs_dir`; each skipped file costs a warning naming it and why."""
-    if not runs_dir.is_dir():
-        return []
+    """Every record of `runs_dir` of a run that produced its results (status "ok"); each skipped
+    file costs a warning naming it and why."""
     runs = []
-    for path in sorted(runs_dir.glob("*.json")):
-        if not _name_is_utf8(path):
-            warn(f"{printable_path(path)}: skipped, its file name is not valid UTF-8 (a run writes "
-                 "<config>__<dataset>__<time>.json: rename it to that)")
+    for path, record in read_records(runs_dir):
+        if isinstance(record, str):
+            warn(f"{printable_path(path)}: skipped, {record}")
             continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            warn(f"{path}: skipped, not readable JSON ({error})")
-            continue
-        problem = record_problem(record)
-        if problem:
-            warn(f"{path}: skipped, not a run record of schema 1: {problem}")
+        if record["status"] != OK:
+            warn(f"{path}: skipped, its status is {record['status']!r}, not {OK!r} (the tables show only runs "
+                 "that produced results)")
             continue
         bad = [key for key, value in record["metrics"].items()
                if key != "per_class_IoU" and value is not None and number(value) is None]

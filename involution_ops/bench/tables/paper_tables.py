@@ -27,7 +27,7 @@ def reduction_pct(value: float | None, baseline: float | None) -> float | None:
 def run_link(run: Run, out_dir: Path) -> str:
     """The run's cell: its time stamp linking its record, flagged ‡ when it trained at another total batch."""
     target = os.path.relpath(run.path, out_dir).replace(os.sep, "/")
-    flag = " (eval only)" if run.record.get("evaluated_checkpoint_only") else ""
+    flag = " (eval only)" if run.record["evaluated_checkpoint_only"] else ""
     if needs_batch_note(run):
         flag += " ‡"
     return f"[{run.stamp}]({target}){flag}"

@@ -101,21 +101,31 @@ def build_runner(cfg: Any) -> Any:
     return Runner.from_cfg(cfg)
 
 
-def base_record(cfg: Any, runner: Any, tested: bool = True) -> dict[str, Any]:
-    """The fields every record has; ``tested``: the runner has run its test (the evaluated data
-    is identified), else the record's dataset_identity is None."""
+def run_record(cfg: Any, runner: Any, *, started_at: str, seconds: float, iterations: int | None,
+               checkpoint: str, loss_curve: list, evaluated_checkpoint_only: bool,
+               raw_metrics: dict[str, Any] | None = None, tested: bool = True,
+               **extra: Any) -> records.RunRecord:
+    """The record of a training or an evaluation run (records.RunRecord), built by rank 0.
+
+    ``raw_metrics``: the evaluator's output (none when the run did not get to its test);
+    ``tested``: the runner has run its test, so the evaluated data is identified (else the
+    record's dataset_identity is None); ``extra``: fields only one kind of run has."""
     from mmengine.dist import get_world_size
+
+    from . import environment
 
     facts = cfg[RUN_KEY]
     trainable, total = records.params_m(runner.model)
     return {
+        "schema": records.SCHEMA,
+        "status": records.OK,
         "name": facts["name"],
         "suite": facts["suite"],
         "config": facts["source_config"],
-        # the file this session trained with: config.py, or a resumed session's config.resume-*.py
+        # the file this session ran with: config.py, or a resumed session's config.resume-*.py
         "run_config": facts.get("run_config") or relative(Path(cfg.work_dir) / "config.py"),
         "dataset": facts["dataset"],
-        "metrics": {},
+        "metrics": records.metrics_from_mm(raw_metrics or {}),
         "params_trainable_m": trainable,
         "params_total_m": total,
         "gflops_paper": records.gflops_paper(facts["name"]),
@@ -124,11 +134,20 @@ def base_record(cfg: Any, runner: Any, tested: bool = True) -> dict[str, Any]:
         "amp": cfg.optim_wrapper.get("type") == "AmpOptimWrapper",
         "world_size": get_world_size(),
         "work_dir": relative(cfg.work_dir),
-        "git_commit": records.git_commit(),
-        "versions": records.versions(),
-        "hardware": records.hardware(),
-        **({"batch": facts["batch"]} if facts.get("batch") else {}),
+        "git_commit": environment.git_commit(),
+        "versions": environment.package_versions(),
+        "hardware": environment.hardware(),
+        "batch": facts.get("batch") or None,
         "dataset_identity": evaluated_data(cfg, runner) if tested else None,
+        "iterations": iterations,
+        "wall_time_s": round(seconds, 1),
+        "peak_memory_mb": records.peak_memory_mb(),
+        "loss_curve": loss_curve,
+        "checkpoint": checkpoint,
+        "evaluated_checkpoint_only": evaluated_checkpoint_only,
+        **extra,
+        "started_at": started_at,
+        "finished_at": records.now_iso(),
     }
 
 
@@ -159,7 +178,6 @@ def _write(cfg: Any, record: dict[str, Any]) -> int:
     """Record a run that produced its results: results/runs, or the run folder if that cannot be
     written (exit code 3, with the command that moves it where the tables read)."""
     runs_dir = cfg[RUN_KEY]["runs_dir"]
-    record = {"status": "ok", **record}
     try:
         path = records.write_record(record, runs_dir)
     except OSError as error:
@@ -185,7 +203,7 @@ def _fail(cfg: Any, record: dict[str, Any], stage: str, message: str, iteration:
     print(f"error: {message}", file=sys.stderr, flush=True)
     if not is_main_process():
         return 1
-    record.update({"status": "failed", "metrics": {},
+    record.update({"status": records.FAILED, "metrics": {},
                    "failure": {"stage": stage, "iteration": iteration, "error": message}})
     try:
         path = records.write_failed_record(record, cfg.work_dir)
@@ -263,47 +281,39 @@ def train(config: str | Path, resume: bool = False) -> int:
     banner(f"training {config}")
     start = time.perf_counter()
 
-    def so_far() -> dict[str, Any]:
+    def record(**fields: Any) -> records.RunRecord:
+        """The training run's record as it stands now."""
         checkpoint = Path(cfg.work_dir) / "last_checkpoint"
-        return {
-            "iterations": int(runner.iter),
-            "wall_time_s": round(time.perf_counter() - start, 1),
-            "peak_memory_mb": records.peak_memory_mb(),
-            "loss_curve": records.loss_curve(cfg.work_dir),
-            "checkpoint": relative(checkpoint.read_text().strip()) if checkpoint.exists() else "",
-            "evaluated_checkpoint_only": False,
-            "resumed": bool(resume),
-            **resumed,
-            "started_at": started,
-            "finished_at": records.now_iso(),
-        }
+        return run_record(cfg, runner, started_at=started, seconds=time.perf_counter() - start,
+                          iterations=int(runner.iter), loss_curve=records.loss_curve(cfg.work_dir),
+                          checkpoint=relative(checkpoint.read_text().strip()) if checkpoint.exists() else "",
+                          evaluated_checkpoint_only=False, resumed=bool(resume), **resumed, **fields)
 
     try:
         runner.train()
     except training_guards.NonFiniteLoss as error:
-        return _fail(cfg, {**base_record(cfg, runner, tested=False), **so_far()}, "training", str(error),
-                     error.iteration)
+        return _fail(cfg, record(tested=False), "training", str(error), error.iteration)
     except OSError as error:
         if not _disk_full(error):
             raise
-        last = so_far()["checkpoint"]
+        failed = record(tested=False)
+        last = failed["checkpoint"]
         where = f" ({error.filename})" if error.filename and str(error.filename) not in str(error.strerror) else ""
         message = (f"{error.strerror}{where}, at iteration {runner.iter + 1}."
                    + (f" The last whole checkpoint is {last}: RESUME=1 continues from it once there is room"
                       if last else ""))
-        return _fail(cfg, {**base_record(cfg, runner, tested=False), **so_far()}, "training", message,
-                     runner.iter + 1)
+        return _fail(cfg, failed, "training", message, runner.iter + 1)
     train_seconds = time.perf_counter() - start
     banner(f"testing {config}")
     raw_metrics = runner.test()
     if not is_main_process():
         return 0
-    record = {**base_record(cfg, runner), **so_far(), "train_time_s": round(train_seconds, 1),
-              "metrics": records.metrics_from_mm(raw_metrics or {}), **skipped_images_record(cfg.work_dir)}
-    problem = evaluation_problem(raw_metrics, record["metrics"], cfg, record["dataset_identity"])
+    tested = record(raw_metrics=raw_metrics, train_time_s=round(train_seconds, 1),
+                    **skipped_images_record(cfg.work_dir))
+    problem = evaluation_problem(raw_metrics, tested["metrics"], cfg, tested["dataset_identity"])
     if problem:
-        return _fail(cfg, record, "test", problem)
-    return _write(cfg, record)
+        return _fail(cfg, tested, "test", problem)
+    return _write(cfg, tested)
 
 
 def checkpoint_iteration(meta: dict) -> int | None:
@@ -352,18 +362,9 @@ def evaluate(config: str | Path) -> int:
     raw_metrics = runner.test()
     if not is_main_process():
         return 0
-    record = base_record(cfg, runner)
-    record.update({
-        "metrics": records.metrics_from_mm(raw_metrics or {}),
-        "iterations": checkpoint_iteration(checkpoint.meta),
-        "wall_time_s": round(time.perf_counter() - start, 1),
-        "peak_memory_mb": records.peak_memory_mb(),
-        "loss_curve": [],
-        "checkpoint": relative(source),
-        "evaluated_checkpoint_only": True,
-        "started_at": started,
-        "finished_at": records.now_iso(),
-    })
+    record = run_record(cfg, runner, started_at=started, seconds=time.perf_counter() - start,
+                        iterations=checkpoint_iteration(checkpoint.meta), checkpoint=relative(source), loss_curve=[],
+                        evaluated_checkpoint_only=True, raw_metrics=raw_metrics)
     problem = evaluation_problem(raw_metrics, record["metrics"], cfg, record["dataset_identity"])
     if problem:
         return _fail(cfg, record, "test", problem)
