@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from involution_ops.bench.session import evaluate_main
+from involution_ops.bench.run_process import evaluate_main
 
 if __name__ == "__main__":
     sys.exit(evaluate_main())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from involution_ops.bench.session import train_main
+from involution_ops.bench.run_process import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

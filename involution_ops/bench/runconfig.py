@@ -4,7 +4,7 @@
 ImageNet RedNet init, seed, launcher, CPU distributed settings, AMP, CFG_OPTIONS, then the
 batch plan) and stores the run's own facts under ``cfg.involution_run``. The launcher checks that
 very config, `place_in_run_dir` points it at the run folder and dumps it there as
-``config.py``; the training process (involution_ops.bench.session) loads that file and
+``config.py``; the training process (involution_ops.bench.run_process) loads that file and
 nothing else. `reload_run_config` reads such a file back for RESUME=1 and CKPT evaluation.
 """
 from __future__ import annotations

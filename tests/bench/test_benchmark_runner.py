@@ -50,7 +50,7 @@ def test_write_record_never_overwrites(tmp_path):
     for i, path in enumerate(paths):
         assert path.name.startswith("retinanet_red50_fpn_1x_coco__toy__")
         data = json.loads(path.read_text())
-        assert data["schema"] == 1 and data["metrics"]["bbox_AP"] == float(i)
+        assert data["schema"] == run_record.SCHEMA and data["metrics"]["bbox_AP"] == float(i)
     with pytest.raises(ValueError, match="lacks 'dataset'"):
         run_record.write_record({"name": "x", "suite": "coco", "metrics": {}}, tmp_path)
 

@@ -64,8 +64,8 @@ def test_slurm_task_ids_win_over_inherited_rank_variables():
     env = {**os.environ, "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "RANK": "3",
            "WORLD_SIZE": "4", "LOCAL_RANK": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "PYTHONPATH": str(ROOT)}
-    code = ("import torch.distributed as dist; from involution_ops.bench import session; "
-            "session.init_distributed('slurm'); "
+    code = ("import torch.distributed as dist; from involution_ops.bench import run_process; "
+            "run_process.init_distributed('slurm'); "
             "print(dist.get_rank(), dist.get_world_size()); dist.destroy_process_group()")
     try:
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

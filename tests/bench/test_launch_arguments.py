@@ -159,9 +159,9 @@ DRIVER = textwrap.dedent("""
     from pathlib import Path
     from involution_ops.bench import launcher, zoo
     from involution_ops.bench.launch import commands, planning
-    child = ("import sys, time; from involution_ops.bench import session; "
-             "session.train = lambda *a, **k: (print('ready', flush=True), time.sleep(60)); "
-             "sys.exit(session.train_main(['config.py']))")
+    child = ("import sys, time; from involution_ops.bench import run_process; "
+             "run_process.train = lambda *a, **k: (print('ready', flush=True), time.sleep(60)); "
+             "sys.exit(run_process.train_main(['config.py']))")
     args = launcher.parse_args(["coco", "retinanet", "--work-dir", sys.argv[1], "--seed", "5"])
     job = launcher.Job("retinanet_red50_fpn_1x_coco", Path("det_configs/retinanet_red50_fpn_1x_coco.py"))
     planning.write_run_config = lambda job, cfg, options: (Path(sys.argv[1]) / "config.py", None)
@@ -204,7 +204,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path):
 
 
 def test_train_script_on_its_own_says_how_to_resume(monkeypatch, capsys):
-    from involution_ops.bench import session as train_script
+    from involution_ops.bench import run_process as train_script
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -10,7 +10,7 @@ import pytest
 from support import REPO_ROOT as ROOT, require, runs
 
 require.module("mmdet")
-from involution_ops.bench import data_checks, runconfig, session  # noqa: E402
+from involution_ops.bench import data_checks, run_process, runconfig  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
@@ -113,4 +113,4 @@ def test_training_skips_and_counts_an_unreadable_image(fresh_coco, tmp_path, mon
     assert Path(sample["data_samples"].img_path) != image
     assert image_guard.skipped_images(run_dir) == (1, [str(image)])
     dataset[index]
-    assert session.skipped_images_record(str(run_dir)) == {"skipped_images": 2, "skipped_image_files": [str(image)]}
+    assert run_process.skipped_images_record(str(run_dir)) == {"skipped_images": 2, "skipped_image_files": [str(image)]}

@@ -14,7 +14,7 @@ from support import REPO_ROOT as ROOT, require, runs
 import torch
 
 require.module("mmdet")
-from involution_ops.bench import launcher, preflight, session  # noqa: E402
+from involution_ops.bench import launcher, preflight, run_process  # noqa: E402
 
 from involution_ops import RedNet  # noqa: E402
 
@@ -231,7 +231,7 @@ def test_evaluation_refuses_a_model_the_checkpoint_does_not_fit(fpn_checkpoint):
     init_default_scope("mmdet")
     for config, fits in (("retinanet_red50_fpn_toy.py", True), ("retinanet_red50_neck_fpn_toy.py", False)):
         cfg = Config.fromfile(str(ROOT / "det_configs" / "toy" / config))
-        problem = session.checkpoint_problem(checkpoint, MODELS.build(cfg.model), config)
+        problem = run_process.checkpoint_problem(checkpoint, MODELS.build(cfg.model), config)
         assert (problem is None) == fits, problem
     # 3 backbone levels get an involution (7 tensors besides the BN counter) instead of a conv (2)
     assert f"checkpoint {fpn_checkpoint} does not fit" in problem and "mis-shaped" not in problem

@@ -2,7 +2,6 @@
 config (built, or read back for RESUME=1 and CKPT), resume planning, and the run folders."""
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from .. import zoo
 from ..io import REPO_ROOT as REPO
 from ..io import banner
 from ..preflight import PreflightError, read_weights
+from ..records import finished_run_dirs
 from ..runconfig import (CONFIG_NAME, RUN_KEY, RunConfigError, RunSpec, build_run_config, load_model_config,
                          place_in_run_dir, prepare_evaluation, relative, reload_run_config, resume_config_name)
 from ..toy_data import ensure_toy_data
@@ -151,27 +151,15 @@ def latest_resumable(root: str | Path) -> Path | None:
     return max(runs, key=lambda p: p.name) if runs else None
 
 
-def _finished_runs(runs_dir: str) -> set[Path]:
-    """Run folders that a training record names (those runs are complete)."""
-    finished = set()
-    for record in Path(runs_dir).glob("*.json"):
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and not data.get("evaluated_checkpoint_only") and data.get("work_dir"):
-            finished.add((REPO / data["work_dir"]).resolve())
-    return finished
-
-
 def plan_resume(jobs: list[Job], options: LaunchOptions) -> list[Job]:
     """RESUME=1 on a group: continue each config's newest run with a checkpoint, start the configs
     that have none (killed before their first checkpoint, or never started), and leave out those
     whose newest run already finished (it has a record)."""
-    finished = _finished_runs(options.runs_dir)
+    newest = {job.name: latest_resumable(Path(options.work_dir) / options.suite / job.name) for job in jobs}
+    finished = finished_run_dirs(options.runs_dir, [found for found in newest.values() if found is not None])
     planned = []
     for job in jobs:
-        found = latest_resumable(Path(options.work_dir) / options.suite / job.name)
+        found = newest[job.name]
         if found is not None and found.resolve() in finished:
             print(f"  done {job.name}: its newest run {found} has finished (record in {options.runs_dir}); "
                   f"not run again", flush=True)
@@ -206,7 +194,7 @@ def write_run_config(job: Job, cfg: Any, options: LaunchOptions) -> tuple[Path, 
     """(config.py the run starts on, a temporary folder to remove afterwards or None).
 
     Node 0 writes into the run folder (a new one, or the resumed one); the launchers of the other
-    nodes write a stand-in that their processes drop for rank 0's file (session.load_run_config)."""
+    nodes write a stand-in that their processes drop for rank 0's file (run_process.load_run_config)."""
     if options.node_rank > 0:
         scratch = Path(tempfile.mkdtemp(prefix=f"involution-{job.name}-node{options.node_rank}-"))
         cfg.dump(str(scratch / CONFIG_NAME))
