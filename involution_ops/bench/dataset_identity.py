@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .mmconfig import inner_dataset
+
 # Official evaluation split of each suite: split name and image count.
 OFFICIAL_SPLITS: dict[str, tuple[str, int]] = {"coco": ("val2017", 5000), "cityscapes": ("val", 500)}
 CITYSCAPES_SUFFIX = "_leftImg8bit.png"
@@ -22,12 +24,9 @@ _SPLIT_IN_NAME = re.compile(r"(?:^|[_-])((?:train|val|test|minival)\d*)(?:[_.-]|
 
 def evaluation_dataset_cfg(cfg: Any) -> dict:
     """The test dataset's config, unwrapped from RepeatDataset-style wrappers."""
-    loader = cfg.get("test_dataloader")
-    dataset = loader.get("dataset") if loader else None
+    dataset = inner_dataset(cfg.get("test_dataloader"))
     if dataset is None:
         raise ValueError("the config has no test_dataloader.dataset: cannot identify the evaluation data")
-    while "dataset" in dataset:
-        dataset = dataset["dataset"]
     return dataset
 
 

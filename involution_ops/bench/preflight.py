@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import data_checks, weight_checks
-from .config_checks import config_dicts
 from .io import REPO_ROOT as REPO
-from .runconfig import REMOTE_PREFIXES
+from .mmconfig import REMOTE_PREFIXES, config_dicts, scope_of, split_datasets
 from .toy_data import CITYSCAPES_CLASSES
 
 CONVERT_HINT = ("download PaddleClas' RedNet-50 ImageNet weights "
@@ -51,21 +50,9 @@ def model_num_classes(model_cfg: Any) -> set[int]:
             if not path.endswith(".rpn_head") and isinstance(node.get("num_classes"), int)}
 
 
-def _dataset_cfgs(cfg: Any) -> list[tuple[str, dict]]:
-    found = []
-    for split in ("train", "val", "test"):
-        loader = cfg.get(f"{split}_dataloader")
-        dataset = loader.get("dataset") if loader else None
-        while dataset is not None and "dataset" in dataset:  # RepeatDataset and friends
-            dataset = dataset["dataset"]
-        if dataset is not None:
-            found.append((split, dataset))
-    return found
-
-
 def check_coco(cfg: Any, cache: dict) -> None:
     heads = model_num_classes(cfg.model)
-    for split, dataset in _dataset_cfgs(cfg):
+    for split, dataset in split_datasets(cfg):
         root = Path(dataset.get("data_root", ""))
         ann_path = root / dataset["ann_file"]
         data = _load_json(ann_path, cache)
@@ -231,7 +218,7 @@ def _check_images(paths: list[Path], listed_in: Path, split: str, fix: str) -> d
 
 def check_cityscapes(cfg: Any) -> None:
     heads = model_num_classes(cfg.model)
-    for split, dataset in _dataset_cfgs(cfg):
+    for split, dataset in split_datasets(cfg):
         root = Path(dataset.get("data_root", ""))
         prefix = dataset.get("data_prefix", {})
         image_dir = root / prefix.get("img_path", "")
@@ -274,7 +261,7 @@ def check_cityscapes(cfg: Any) -> None:
 def _cityscapes_classes(cfg: Any) -> tuple:
     """The dataset's classes: metainfo.classes of the config, else Cityscapes' 19 train classes."""
     classes = None
-    for _, dataset in _dataset_cfgs(cfg):
+    for _, dataset in split_datasets(cfg):
         classes = (dataset.get("metainfo") or {}).get("classes") or classes
     return tuple(classes) if classes else CITYSCAPES_CLASSES
 
@@ -381,7 +368,7 @@ def check_pretrained(cfg: Any, pretrained: str | None, dataset: str, job_name: s
         checkpoint = read_weights(target.checkpoint, f"pretrained weights {target.checkpoint}", cache)
         shapes_key = ("shapes", job_name, target.where)
         if shapes_key not in cache:
-            cache[shapes_key] = weight_checks.build_shapes(target.module_cfg, cfg.get("default_scope", "mmdet"))
+            cache[shapes_key] = weight_checks.build_shapes(target.module_cfg, scope_of(cfg))
         error, note = weight_checks.pretrained_problem(checkpoint, target, cache[shapes_key], job_name)
         if error:
             raise PreflightError(error)
@@ -422,7 +409,7 @@ def match_checkpoint(jobs: list[Any], ckpt: str, configs: dict[str, Any], cache:
     diffs = {}
     for job in jobs:
         cfg = configs[job.name]
-        shapes = weight_checks.build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
+        shapes = weight_checks.build_shapes(cfg.model, scope_of(cfg))
         diffs[job.name] = weight_checks.fit_diff(checkpoint, shapes)
     fits = [job for job in jobs if not diffs[job.name]]
     named = jobs if len(jobs) == 1 else _named_jobs(jobs, path, checkpoint.meta)
