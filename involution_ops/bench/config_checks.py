@@ -21,6 +21,7 @@ import inspect
 from typing import Any
 
 from .mmconfig import parse_options
+from .preflight.errors import PreflightError
 
 # Top-level keys the Runner (and the training session) read, besides those a config already has.
 RUNNER_KEYS = {"model", "work_dir", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg", "val_cfg",
@@ -40,7 +41,7 @@ _BUILDER_KEYS = {
 }
 
 
-class ConfigOptionError(ValueError):
+class ConfigOptionError(PreflightError, ValueError):
     """A CFG_OPTIONS key the config does not have and the object built from it would refuse."""
 
 

@@ -20,7 +20,7 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
-from .data_checks import image_problem
+from .file_facts import image_problem
 from .mmconfig import wrapped_datasets
 
 GUARD = "SkipUnreadableImage"

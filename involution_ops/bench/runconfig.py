@@ -18,6 +18,7 @@ from .batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
 from .config_checks import ConfigOptionError, check_cfg_options
 from .io import REPO_ROOT
 from .mmconfig import config_dicts, merge_options, parse_options, pretrained_inits, wrapped_datasets
+from .preflight.errors import PreflightError
 
 RUN_KEY = "involution_run"  # the run's own facts inside its config (suite, name, dataset, ...)
 CONFIG_NAME = "config.py"
@@ -25,7 +26,7 @@ LAUNCHED_ENV = "INVOLUTION_LAUNCHED"  # set for the processes scripts/benchmark.
 GUARD_IMPORT = "involution_ops.bench.image_guard"
 
 
-class RunConfigError(ValueError):
+class RunConfigError(PreflightError, ValueError):
     """A config that cannot be built as asked; the message names the problem and the fix."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from involution_ops.checkpoints import StateDictDiff, state_dict_diff
 
 from .mmconfig import PretrainedInit, model_shapes, pretrained_inits
+from .preflight.errors import PreflightError
 
 # Tensors an ImageNet RedNet (3x3 stem involution) cannot give the 7x7-stem detection and
 # segmentation backbones: the stem's kernel-generating conv keeps its initialisation, as in the
@@ -30,7 +31,7 @@ CONVERT_COMMANDS = ("`python scripts/convert_checkpoint.py paddleclas RedNet50_p
 _LISTED = 5
 
 
-class WeightsError(ValueError):
+class WeightsError(PreflightError, ValueError):
     """A weights file that cannot be used; the message names the file and the fix."""
 
 
