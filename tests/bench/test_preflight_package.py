@@ -165,3 +165,13 @@ def test_cfg_options_parse_and_merge_as_mmengine_does():
     cfg = Config(dict(model=dict(a=0, d=4)))
     mmconfig.merge_options(cfg, options)
     assert cfg.model.to_dict() == {"a": 1, "d": 4, "b": (2, 3), "c": "x"}
+
+
+def test_the_speed_benchmark_builds_its_models_through_mmconfig(toy_model):
+    """speed.builders: the config's model with random weights (no Pretrained file read), SyncBN reverted."""
+    from involution_ops.bench.speed import builders
+
+    _, reference = toy_model
+    built = builders._build_mm(str(TOY_FPN.relative_to(ROOT)), "mmdet", torch.device("cpu"))
+    assert type(built) is type(reference)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}

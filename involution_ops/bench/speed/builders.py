@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..io import REPO_ROOT
-from ..mmconfig import build_model, load_config, without_pretrained
+from ..mmconfig import build_model as build_config_model
+from ..mmconfig import load_config, without_pretrained
 from .pairs import Shapes
 
 
@@ -80,7 +81,7 @@ def _build_mm(config: str, scope: str, device: torch.device) -> nn.Module:
         sys.path.insert(0, str(REPO_ROOT))  # the configs' custom_imports name this checkout's package
     cfg = load_config(REPO_ROOT / config)
     # random weights: speed and memory do not depend on them
-    model = build_model(without_pretrained(cfg.model), scope)
+    model = build_config_model(without_pretrained(cfg.model), scope)
     return revert_sync_batchnorm(model).to(device)
 
 
