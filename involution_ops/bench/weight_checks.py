@@ -5,9 +5,11 @@
 * `pretrained_problem`: PRETRAINED / a config's ``Pretrained`` init_cfg against the module it
   initialises, after the key handling of mmengine's ``Pretrained`` init (`pretrained_targets`).
 * `fit_diff` / `fit_message`: a checkpoint to evaluate (CKPT) against every tensor of a whole model,
-  and what its own meta says it was trained as (`named_config`).
+  and what its own meta says it was trained as (`named_config`); callers use them through
+  involution_ops.bench.preflight.checkpoint_fit, the one checkpoint-fits-model check.
 
-Model layouts come from building the model on the meta device (no memory, no initialisation).
+Model layouts come from building the model on the meta device (no memory, no initialisation:
+involution_ops.bench.mmconfig.model_shapes).
 """
 from __future__ import annotations
 
