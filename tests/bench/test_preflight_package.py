@@ -177,3 +177,15 @@ def test_the_speed_benchmark_builds_its_models_through_mmconfig(toy_model):
     built = builders._build_mm(str(TOY_FPN.relative_to(ROOT)), "mmdet", torch.device("cpu"))
     assert type(built) is type(reference)
     assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+
+
+def test_an_empty_pretrained_file_is_named_as_such_by_the_launch(tmp_path):
+    """PRETRAINED given but empty: the launch reads it and says so; a config's own empty Pretrained
+    file counts as missing (both as before the pre-flight became a package)."""
+    empty = tmp_path / "rednet50.pth"
+    empty.touch()
+    args = launcher.parse_args(["coco", "retinanet", "--configs", FPN, "--pretrained", str(empty)])
+    with pytest.raises(weight_checks.WeightsError, match=f"PRETRAINED={empty}: "):
+        preflight.run_preflight(args)
+    with pytest.raises(PreflightError, match=f"pretrained backbone weights {empty} not found"):
+        preflight.require_pretrained_file(str(empty))

@@ -28,7 +28,7 @@ def run_preflight(options: Any) -> tuple[list[Any], dict[str, Any], str, bool | 
     cache = PreflightCache()
     # User-given weights are read first: a broken or unsafe file stops here, in a second.
     if options.pretrained:
-        require_pretrained_file(options.pretrained)
+        require_pretrained_file(options.pretrained, empty_is_missing=False)
         read_weights(options.pretrained, f"PRETRAINED={options.pretrained}", cache)
     if options.ckpt:
         require_checkpoint_file(options.ckpt)

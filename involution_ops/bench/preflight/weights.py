@@ -28,10 +28,11 @@ def local_path(path: str) -> Path:
 _local_path = local_path  # the name the launcher imports
 
 
-def require_pretrained_file(path: str) -> None:
-    """PRETRAINED (or a config's Pretrained checkpoint) must be a non-empty local file."""
+def require_pretrained_file(path: str, empty_is_missing: bool = True) -> None:
+    """PRETRAINED (or a config's Pretrained checkpoint) must be a local file; ``empty_is_missing``
+    False leaves an empty one to `read_weights`, whose message says what is wrong with it."""
     full = local_path(path)
-    if not full.is_file() or full.stat().st_size == 0:
+    if not full.is_file() or empty_is_missing and full.stat().st_size == 0:
         raise PreflightError(f"pretrained backbone weights {path} not found. Fix: " + CONVERT_HINT.format(path=path))
 
 
