@@ -15,12 +15,13 @@ judged by what will receive it:
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import importlib
 import inspect
-from collections.abc import Iterator
 from typing import Any
+
+from .mmconfig import parse_options
+from .preflight.errors import PreflightError
 
 # Top-level keys the Runner (and the training session) read, besides those a config already has.
 RUNNER_KEYS = {"model", "work_dir", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg", "val_cfg",
@@ -40,17 +41,8 @@ _BUILDER_KEYS = {
 }
 
 
-class ConfigOptionError(ValueError):
+class ConfigOptionError(PreflightError, ValueError):
     """A CFG_OPTIONS key the config does not have and the object built from it would refuse."""
-
-
-def parse_options(options: list[str]) -> dict[str, Any]:
-    """``['a.b=1', ...]`` -> ``{'a.b': 1}`` with mmengine's own parser (what merge_from_dict gets)."""
-    from mmengine.config import DictAction
-
-    parsed = argparse.Namespace()
-    DictAction(option_strings=[], dest="cfg_options")(None, parsed, options)
-    return parsed.cfg_options
 
 
 def check_cfg_options(cfg: Any, options: list[str]) -> list[str]:
@@ -199,14 +191,3 @@ def _parameters(target: Any) -> tuple[set[str], bool]:
         open_ended = False
     accepted.discard("self")
     return accepted, open_ended
-
-
-def config_dicts(node: Any, path: str = "model") -> Iterator[tuple[str, dict]]:
-    """Every dict in a config tree, depth first, with its dotted path (``model.neck.0.norm_cfg``)."""
-    if isinstance(node, dict):
-        yield path, node
-        for key, value in node.items():
-            yield from config_dicts(value, f"{path}.{key}")
-    elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            yield from config_dicts(value, f"{path}.{index}")

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # records imports nothing from here, but keep the import graph one-way at run time
     from .records import RunRecord
 
+from .mmconfig import inner_dataset
+
 # Official evaluation split of each suite: split name and image count.
 OFFICIAL_SPLITS: dict[str, tuple[str, int]] = {"coco": ("val2017", 5000), "cityscapes": ("val", 500)}
 CITYSCAPES_SUFFIX = "_leftImg8bit.png"
@@ -25,12 +27,9 @@ _SPLIT_IN_NAME = re.compile(r"(?:^|[_-])((?:train|val|test|minival)\d*)(?:[_.-]|
 
 def evaluation_dataset_cfg(cfg: Any) -> dict:
     """The test dataset's config, unwrapped from RepeatDataset-style wrappers."""
-    loader = cfg.get("test_dataloader")
-    dataset = loader.get("dataset") if loader else None
+    dataset = inner_dataset(cfg.get("test_dataloader"))
     if dataset is None:
         raise ValueError("the config has no test_dataloader.dataset: cannot identify the evaluation data")
-    while "dataset" in dataset:
-        dataset = dataset["dataset"]
     return dataset
 
 

@@ -31,6 +31,7 @@ from torch import nn
 from .. import RedNet
 from ..complexity import Complexity, measure
 from .io import REPO_ROOT, markdown_table, write_atomic
+from .mmconfig import build_model, load_config
 from .zoo import PAPER_YAML, Model, Zoo, load
 
 PROPOSALS = 1000  # box head input in the 2021 dummy forward
@@ -108,22 +109,8 @@ def count_resnet(depth: int, shape: tuple[int, ...] = (3, 224, 224)) -> Complexi
 # --- OpenMMLab models -----------------------------------------------------------
 
 def _build_from_config(path: Path, scope: str, options: dict | None = None) -> nn.Module:
-    import logging
-
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
-    from mmengine.registry import DefaultScope
-
-    MMLogger.get_current_instance().setLevel(logging.WARNING)  # build-time info is noise here
-    cfg = Config.fromfile(str(path))  # runs the config's custom_imports
-    if options:
-        cfg.merge_from_dict(options)
-    if scope == "mmdet":
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        return _build(lambda: MODELS.build(cfg.model))
+    cfg = load_config(path, options)  # runs the config's custom_imports
+    return _build(lambda: build_model(cfg.model, scope))
 
 
 def _roi_input(extractor: nn.Module, count: int) -> torch.Tensor:

@@ -20,7 +20,8 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
-from .data_checks import image_problem
+from .file_facts import image_problem
+from .mmconfig import wrapped_datasets
 
 GUARD = "SkipUnreadableImage"
 LOG_NAME = "skipped_images.txt"
@@ -60,16 +61,13 @@ TRANSFORMS.register_module(name=GUARD, module=SkipUnreadableImage, force=True)
 
 def guard_train_pipeline(cfg: Any, run_dir: str) -> int:
     """Swap the image loader of the training pipeline(s) for the guard; the number swapped."""
-    loader = cfg.get("train_dataloader")
-    dataset = loader.get("dataset") if loader else None
     swapped = 0
-    while dataset is not None:
+    for dataset in wrapped_datasets(cfg.get("train_dataloader")):
         for step in dataset.get("pipeline") or []:
             if isinstance(step, dict) and step.get("type") in _LOADERS:
                 step["type"] = GUARD
                 step["skip_log"] = str(Path(run_dir) / LOG_NAME)
                 swapped += 1
-        dataset = dataset.get("dataset")
     return swapped
 
 

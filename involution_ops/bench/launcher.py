@@ -12,12 +12,12 @@ from .launch.cli import main, parse_args
 from .launch.commands import gres_has_gpu, job_command, launch_prefix, launcher_kind, slurm_partition_has_gpus
 from .launch.options import Job, LaunchOptions, RunContext
 from .launch.planning import latest_resumable, new_run_dir, plan_resume, resolve_data, select_jobs
-from .launch.preflight import check_output_folders, preflight
+from .preflight.orchestration import check_output_folders, run_preflight
 from .launch.runner import INTERRUPTED, interrupted_message, run_jobs
 
 __all__ = ["INTERRUPTED", "Job", "LaunchOptions", "RunContext", "check_output_folders", "gres_has_gpu",
            "interrupted_message", "job_command", "latest_resumable", "launch_prefix", "launcher_kind", "load_config",
-           "main", "new_run_dir", "parse_args", "plan_resume", "preflight", "resolve_data", "run_jobs",
+           "main", "new_run_dir", "parse_args", "plan_resume", "resolve_data", "run_jobs", "run_preflight",
            "select_jobs", "slurm_partition_has_gpus"]
 
 

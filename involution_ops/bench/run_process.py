@@ -326,15 +326,10 @@ def checkpoint_problem(checkpoint: Any, model: object, config: str) -> str | Non
     """Why ``checkpoint`` cannot be evaluated with ``model`` (every tensor, names and shapes), or None.
 
     mmengine's loader would only log missing or mis-shaped tensors and evaluate a partly random model."""
-    from .weight_checks import fit_diff, fit_message
+    from .preflight.weights import checkpoint_fit
 
-    module = getattr(model, "module", model)  # DDP wrapper
-    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    diff = fit_diff(checkpoint, shapes)
-    if not diff:
-        return None
-    return (fit_message(checkpoint, config, diff, label="checkpoint ")
-            + " Fix: evaluate it with the config it was trained with (and the same CFG_OPTIONS)")
+    return checkpoint_fit(checkpoint, model, config).problem(
+        "Fix: evaluate it with the config it was trained with (and the same CFG_OPTIONS)", label="checkpoint ")
 
 
 def evaluate(config: str | Path) -> int:

@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
-from .config_checks import ConfigOptionError, check_cfg_options, config_dicts, parse_options
+from .config_checks import ConfigOptionError, check_cfg_options
 from .io import REPO_ROOT
+from .mmconfig import config_dicts, merge_options, parse_options, pretrained_inits, wrapped_datasets
+from .preflight.errors import PreflightError
 
 RUN_KEY = "involution_run"  # the run's own facts inside its config (suite, name, dataset, ...)
 CONFIG_NAME = "config.py"
 LAUNCHED_ENV = "INVOLUTION_LAUNCHED"  # set for the processes scripts/benchmark.py starts (it reports Ctrl-C)
 GUARD_IMPORT = "involution_ops.bench.image_guard"
-REMOTE_PREFIXES = ("http://", "https://", "torchvision://", "open-mmlab://", "mmcls://", "s3://", "pavi://")
 
 
-class RunConfigError(ValueError):
+class RunConfigError(PreflightError, ValueError):
     """A config that cannot be built as asked; the message names the problem and the fix."""
 
 
@@ -187,12 +188,6 @@ def apply_options(cfg: Any, options: list[str], source: Path, warn: Callable[[st
         raise RunConfigError(f"CFG_OPTIONS {' '.join(options)} do not apply: {error}") from error
 
 
-def merge_options(cfg: Any, options: list[str]) -> None:
-    """Merge ``key=value`` overrides (mmengine's --cfg-options syntax) into cfg."""
-    if options:
-        cfg.merge_from_dict(parse_options(options))
-
-
 def apply_launch(cfg: Any, launcher: str, device: str) -> None:
     """The launcher, and what distributed processes on CPUs need: gloo, DDP without device ids,
     BN for SyncBN (DDP refuses SyncBN modules off the GPU)."""
@@ -311,20 +306,12 @@ def prepare_evaluation(cfg: Any, checkpoint: str | Path) -> None:
     cfg.model.get("backbone", {}).pop("init_cfg", None)
 
 
-def _datasets(loader_cfg: Any):
-    """The dataset dicts of a dataloader config, looking through dataset wrappers."""
-    dataset = loader_cfg.get("dataset") if loader_cfg else None
-    while dataset is not None:
-        yield dataset
-        dataset = dataset.get("dataset") if "dataset" in dataset else None
-
-
 def set_data_root(cfg: Any, root: str) -> None:
     """Point every dataloader and annotation-file evaluator at `root`."""
     root = root.rstrip("/") + "/"
     old_roots = set()
     for split in ("train", "val", "test"):
-        for dataset in _datasets(cfg.get(f"{split}_dataloader")):
+        for dataset in wrapped_datasets(cfg.get(f"{split}_dataloader")):
             if "data_root" in dataset:
                 old_roots.add(dataset["data_root"])
                 dataset["data_root"] = root
@@ -339,19 +326,4 @@ def set_data_root(cfg: Any, root: str) -> None:
 
 def backbone_init_checkpoints(model_cfg: Any) -> list[str]:
     """Checkpoint paths of Pretrained init_cfgs anywhere in the model config."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            init = node.get("init_cfg")
-            for item in init if isinstance(init, list) else [init]:
-                if isinstance(item, dict) and item.get("type") == "Pretrained" and item.get("checkpoint"):
-                    found.append(item["checkpoint"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
-
-    walk(model_cfg)
-    return found
+    return [init.checkpoint for init in pretrained_inits(model_cfg)]

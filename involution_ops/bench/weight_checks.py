@@ -5,14 +5,14 @@
 * `pretrained_problem`: PRETRAINED / a config's ``Pretrained`` init_cfg against the module it
   initialises, after the key handling of mmengine's ``Pretrained`` init (`pretrained_targets`).
 * `fit_diff` / `fit_message`: a checkpoint to evaluate (CKPT) against every tensor of a whole model,
-  and what its own meta says it was trained as (`named_config`).
+  and what its own meta says it was trained as (`named_config`); callers use them through
+  involution_ops.bench.preflight.checkpoint_fit, the one checkpoint-fits-model check.
 
-Model layouts come from building the model on the meta device (no memory, no initialisation).
+Model layouts come from building the model on the meta device (no memory, no initialisation:
+involution_ops.bench.mmconfig.model_shapes).
 """
 from __future__ import annotations
 
-import copy
-import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,8 @@ from typing import Any
 
 from involution_ops.checkpoints import StateDictDiff, state_dict_diff
 
-from .config_checks import config_dicts
+from .mmconfig import PretrainedInit, model_shapes, pretrained_inits
+from .preflight.errors import PreflightError
 
 # Tensors an ImageNet RedNet (3x3 stem involution) cannot give the 7x7-stem detection and
 # segmentation backbones: the stem's kernel-generating conv keeps its initialisation, as in the
@@ -32,7 +33,7 @@ CONVERT_COMMANDS = ("`python scripts/convert_checkpoint.py paddleclas RedNet50_p
 _LISTED = 5
 
 
-class WeightsError(ValueError):
+class WeightsError(PreflightError, ValueError):
     """A weights file that cannot be used; the message names the file and the fix."""
 
 
@@ -76,42 +77,7 @@ def read_checkpoint(path: str, what: str) -> Checkpoint:
 
 # ---------------------------------------------------------------- model layouts
 
-def _registry_models(scope: str) -> Any:
-    from mmengine.registry import init_default_scope
-
-    init_default_scope(scope)
-    return importlib.import_module(f"{scope}.registry").MODELS
-
-
-def build_shapes(module_cfg: Any, scope: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the module a config dict builds, without loading or initialising anything."""
-    import torch
-
-    module_cfg = copy.deepcopy(module_cfg)
-    _drop_init_cfgs(module_cfg)
-    models = _registry_models(scope)
-    try:
-        with torch.device("meta"):
-            module = models.build(module_cfg)
-    except Exception:  # some constructors compute on CPU tensors; build there then
-        module = models.build(module_cfg)
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
-
-
-def _drop_init_cfgs(node: Any) -> None:
-    """Remove every Pretrained init_cfg (shapes only: building must not read any file)."""
-    if isinstance(node, dict):
-        init = node.get("init_cfg")
-        if isinstance(init, dict) and init.get("type") == "Pretrained" or isinstance(init, list) and any(
-                isinstance(i, dict) and i.get("type") == "Pretrained" for i in init):
-            node["init_cfg"] = None
-        if "pretrained" in node and isinstance(node["pretrained"], str):
-            node["pretrained"] = None
-        for value in node.values():
-            _drop_init_cfgs(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _drop_init_cfgs(value)
+build_shapes = model_shapes  # the name the launcher and run_space use (involution_ops.bench.mmconfig)
 
 
 def _ignorable(diff: StateDictDiff) -> StateDictDiff:
@@ -122,12 +88,7 @@ def _ignorable(diff: StateDictDiff) -> StateDictDiff:
 
 # ---------------------------------------------------------------- PRETRAINED
 
-@dataclass
-class PretrainedTarget:
-    where: str  # config path of the module, e.g. "model.backbone"
-    module_cfg: Any
-    checkpoint: str
-    prefix: str | None
+PretrainedTarget = PretrainedInit  # a module that a Pretrained init loads, and from which file
 
 
 def pretrained_targets(model_cfg: Any, pretrained: str | None) -> list[PretrainedTarget]:
@@ -136,13 +97,7 @@ def pretrained_targets(model_cfg: Any, pretrained: str | None) -> list[Pretraine
     backbone = model_cfg.get("backbone") or {}
     if pretrained and backbone.get("type") == "RedNet":
         return [PretrainedTarget("model.backbone", backbone, pretrained, None)]
-    found: list[PretrainedTarget] = []
-    for where, node in config_dicts(model_cfg):
-        init = node.get("init_cfg")
-        for item in init if isinstance(init, list) else [init]:
-            if isinstance(item, dict) and item.get("type") == "Pretrained" and item.get("checkpoint"):
-                found.append(PretrainedTarget(where, node, item["checkpoint"], item.get("prefix")))
-    return found
+    return pretrained_inits(model_cfg)
 
 
 def state_for_prefix(checkpoint: Checkpoint, prefix: str | None) -> dict[str, Any]:

@@ -261,7 +261,7 @@ def test_preflight_refuses_an_unwritable_work_dir_and_shows_the_space(tmp_path, 
     assert "error: WORK_DIR" in capsys.readouterr().err
     assert launcher.main([*base, "--work-dir", str(tmp_path), "--runs-dir", str(blocker / "runs")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
-    jobs, configs, _ = launcher.preflight(_args("--configs", NAME, "--work-dir", str(tmp_path),
+    jobs, configs, _ = launcher.run_preflight(_args("--configs", NAME, "--work-dir", str(tmp_path),
                                                    "--runs-dir", str(tmp_path / "runs")))
     out = capsys.readouterr().out
     estimate = run_space.estimate(NAME, configs[NAME])

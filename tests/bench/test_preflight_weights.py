@@ -54,10 +54,10 @@ def _malicious(path):
 def test_unusable_weights_stop_before_any_config_is_loaded(capsys, monkeypatch, tmp_path, no_launch, option,
                                                            make, what):
     loaded = []
-    from involution_ops.bench.launch import preflight as launch_preflight
+    from involution_ops.bench.launch import planning
 
-    real_load_config = launch_preflight.load_config
-    monkeypatch.setattr(launch_preflight, "load_config",
+    real_load_config = planning.load_config
+    monkeypatch.setattr(planning, "load_config",
                         lambda *a, **k: loaded.append(a) or real_load_config(*a, **k))
     path = tmp_path / "work_dirs" / "coco" / FPN / "x" / "weights.pth"
     path.parent.mkdir(parents=True)

@@ -8,7 +8,7 @@ through srun. Each run leaves a record in results/runs/.
 
 - `cli`: the command line, read once into `options.LaunchOptions`; `main`
 - `options`: `LaunchOptions`, `Job`, and `RunContext` (what a launch decides once for all its runs)
-- `preflight`: every check before the first run
+- every check before the first run is the pre-flight's (involution_ops.bench.preflight.run_preflight)
 - `planning`: jobs, data, the run context, each run's config, resume planning, run folders
 - `commands`: one process, torchrun or srun, and the children's environment
 - `runner`: the runs one after the other, Ctrl-C, the summary

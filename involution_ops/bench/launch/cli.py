@@ -13,11 +13,10 @@ from .. import zoo
 from ..batch import DEFAULT_MODE, MODES
 from ..io import REPO_ROOT as REPO
 from ..launch_checks import make_command
-from ..preflight import PreflightError
+from ..preflight import PreflightError, run_preflight
 from ..runconfig import RunConfigError
 from .commands import DEFAULT_MASTER_PORT
 from .options import LaunchOptions
-from .preflight import preflight
 from .runner import INTERRUPTED, interrupted_message, run_jobs
 
 PROGRAM = "scripts/benchmark.py"
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     try:
-        jobs, configs, context = preflight(options)
+        jobs, configs, context = run_preflight(options)
     except PreflightError as error:
         print(f"\nerror: {error}", file=sys.stderr, flush=True)
         return 2

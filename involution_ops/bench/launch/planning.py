@@ -10,7 +10,10 @@ from typing import Any, Callable
 from .. import zoo
 from ..io import REPO_ROOT as REPO
 from ..io import banner
-from ..preflight import PreflightError, read_weights
+from ..mmconfig import scope_of
+from ..preflight.cache import PreflightCache
+from ..preflight.errors import PreflightError
+from ..preflight.weights import checkpoint_fit, read_weights
 from ..records import finished_run_dirs
 from ..runconfig import (CONFIG_NAME, RUN_KEY, RunConfigError, RunSpec, build_run_config, load_model_config,
                          place_in_run_dir, prepare_evaluation, relative, reload_run_config, resume_config_name)
@@ -98,35 +101,26 @@ def _warner(warned: set | None) -> Callable[[str], None]:
 
 def load_config(job: Job, context: RunContext, warned: set | None = None) -> Any:
     """The config a run of ``job`` trains with (involution_ops.bench.runconfig), as a pre-flight step."""
-    try:
-        return build_run_config(run_spec(job, context), warn=_warner(warned))
-    except RunConfigError as error:
-        raise PreflightError(str(error)) from error
+    return build_run_config(run_spec(job, context), warn=_warner(warned))
 
 
 def reload_config(path: Path, job: Job, context: RunContext, evaluate: bool, warned: set | None = None) -> Any:
     """A run folder's config.py read back (RESUME=1, CKPT), with this invocation's launch and options."""
-    try:
-        return reload_run_config(path, run_spec(job, context), evaluate, warn=_warner(warned))
-    except RunConfigError as error:
-        raise PreflightError(str(error)) from error
+    return reload_run_config(path, run_spec(job, context), evaluate, warn=_warner(warned))
 
 
-def evaluation_config(job: Job, cfg: Any, context: RunContext, cache: dict, warned: set) -> Any:
+def evaluation_config(job: Job, cfg: Any, context: RunContext, cache: PreflightCache, warned: set) -> Any:
     """CKPT: the config of the checkpoint's own run folder when it has one (checked against every
     tensor of the checkpoint), else the target's config; set to load the checkpoint."""
-    from .. import weight_checks
-
     ckpt = context.options.ckpt
     saved = Path(ckpt).resolve().parent / CONFIG_NAME
     if saved.is_file() and _run_name(saved) == job.name:
         cfg = reload_config(saved, job, context, True, warned)
         checkpoint = read_weights(ckpt, f"CKPT={ckpt}", cache)
-        shapes = weight_checks.build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
-        diff = weight_checks.fit_diff(checkpoint, shapes)
-        if diff:
-            raise PreflightError(weight_checks.fit_message(checkpoint, relative(saved), diff)
-                                 + " Fix: keep the checkpoint next to the config.py it was trained with")
+        problem = checkpoint_fit(checkpoint, cfg.model, relative(saved), scope_of(cfg)).problem(
+            "Fix: keep the checkpoint next to the config.py it was trained with")
+        if problem:
+            raise PreflightError(problem)
         print(f"  using the config it was trained with: {relative(saved)}", flush=True)
     else:
         cfg[RUN_KEY].pop("batch", None)  # planned for this invocation, not how the checkpoint was trained

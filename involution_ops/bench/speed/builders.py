@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from ..io import REPO_ROOT
+from ..mmconfig import build_model as build_config_model
+from ..mmconfig import load_config, without_pretrained
 from .pairs import Shapes
 
 
@@ -73,25 +75,13 @@ def _build_imagenet(name: str, config: str, shapes, device: torch.device) -> Bui
 
 
 def _build_mm(config: str, scope: str, device: torch.device) -> nn.Module:
-    import logging
-
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import DefaultScope
 
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))  # the configs' custom_imports name this checkout's package
-    cfg = Config.fromfile(str(REPO_ROOT / config))
-    cfg.model.backbone.init_cfg = None  # random weights: speed and memory do not depend on them
-    cfg.model.pop("pretrained", None)
-    if scope == "mmdet":
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
+    cfg = load_config(REPO_ROOT / config)
+    # random weights: speed and memory do not depend on them
+    model = build_config_model(without_pretrained(cfg.model), scope)
     return revert_sync_batchnorm(model).to(device)
 
 

@@ -1,54 +1,60 @@
-"""The pre-flight of a launch: every check before the first run starts (the checks themselves are
-in bench.preflight, launch_checks, run_space and the *_checks modules)."""
+"""The pre-flight of one launch, in order: launch options, the user-given weights (a second each),
+the data root and the target's configs, then per config the data and the weights it will load,
+the batch plan and the output folders. Every problem is a `PreflightError` raised before the first
+run starts.
+
+The configs are the very ones the runs will train with: built by the launcher's planning
+(involution_ops.bench.launch.planning) through runconfig. Both are imported when a pre-flight
+runs: they, and the check modules runconfig uses, import this package's errors.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import run_space, zoo
 from ..io import banner
-from ..launch_checks import LaunchError, check_launch
-from ..preflight import (CONVERT_HINT, PreflightError, _local_path, check_amp, check_cityscapes, check_coco,
-                         check_pretrained, match_checkpoint, read_weights)
-from ..runconfig import CONFIG_NAME, batch_plan, relative
-from .options import Job, LaunchOptions, RunContext
-from .planning import evaluation_config, load_config, plan_resume, reload_config, resolve_data, run_context, select_jobs
+from .cache import PreflightCache
+from .cityscapes import check_cityscapes
+from .coco import check_coco
+from .errors import PreflightError
+from .options import check_launch_options
+from .weights import check_pretrained, match_checkpoint, read_weights, require_checkpoint_file, require_pretrained_file
+
+if TYPE_CHECKING:
+    from ..launch.options import Job, LaunchOptions, RunContext
 
 
-def preflight(options: LaunchOptions) -> tuple[list[Job], dict[str, Any], RunContext]:
+def run_preflight(options: LaunchOptions) -> tuple[list[Job], dict[str, Any], RunContext]:
     """Every check before the first run: (jobs, their configs, the run context)."""
-    try:
-        check_launch(options, cuda=None if not options.slurm_partition else False)
-    except LaunchError as error:
-        raise PreflightError(str(error)) from None
-    check_amp(options.amp, options.slurm_partition)
-    cache: dict = {}
+    from .. import zoo
+    from ..launch import planning
+    from ..runconfig import CONFIG_NAME, batch_plan, relative
+
+    check_launch_options(options)
+    cache = PreflightCache()
     # User-given weights are read first: a broken or unsafe file stops here, in a second.
     if options.pretrained:
-        if not _local_path(options.pretrained).is_file():
-            raise PreflightError(f"pretrained backbone weights {options.pretrained} not found. Fix: "
-                                 + CONVERT_HINT.format(path=options.pretrained))
+        require_pretrained_file(options.pretrained, empty_is_missing=False)
         read_weights(options.pretrained, f"PRETRAINED={options.pretrained}", cache)
     if options.ckpt:
-        if not Path(options.ckpt).is_file():
-            raise PreflightError(f"CKPT={options.ckpt}: no such checkpoint file. Fix: give the path of a .pth "
-                                 f"file (e.g. work_dirs/<suite>/<config>/<timestamp>/iter_N.pth)")
+        require_checkpoint_file(options.ckpt)
         read_weights(options.ckpt, f"CKPT={options.ckpt}", cache)
     manifest = zoo.load()
-    data_root, dataset = resolve_data(options, manifest)
-    jobs = select_jobs(options, toy=dataset == "toy", manifest=manifest)
-    context = run_context(options, manifest, data_root, dataset)
+    data_root, dataset = planning.resolve_data(options, manifest)
+    jobs = planning.select_jobs(options, toy=dataset == "toy", manifest=manifest)
+    context = planning.run_context(options, manifest, data_root, dataset)
     banner(f"pre-flight checks: {len(jobs)} config(s) on {dataset} data at {data_root}")
     warned: set = set()
-    configs = {job.name: load_config(job, context, warned) for job in jobs}
+    configs = {job.name: planning.load_config(job, context, warned) for job in jobs}
     if options.ckpt:
         jobs = match_checkpoint(jobs, options.ckpt, configs, cache)
-        configs = {job.name: evaluation_config(job, configs[job.name], context, cache, warned) for job in jobs}
+        configs = {job.name: planning.evaluation_config(job, configs[job.name], context, cache, warned)
+                   for job in jobs}
     if options.resume:
-        jobs = plan_resume(jobs, options)
+        jobs = planning.plan_resume(jobs, options)
         for job in jobs:
             if job.run_dir is not None and (job.run_dir / CONFIG_NAME).is_file():
-                configs[job.name] = reload_config(job.run_dir / CONFIG_NAME, job, context, False, warned)
+                configs[job.name] = planning.reload_config(job.run_dir / CONFIG_NAME, job, context, False, warned)
     for job in jobs:
         cfg = configs[job.name]
         if options.suite == "coco":
@@ -68,6 +74,8 @@ def preflight(options: LaunchOptions) -> tuple[list[Job], dict[str, Any], RunCon
 def check_output_folders(jobs: list[Job], configs: dict[str, Any], options: LaunchOptions) -> None:
     """WORK_DIR and the records' folder writable, and WORK_DIR's disk able to hold the checkpoints
     (node 0 only: the other nodes' processes save nothing)."""
+    from .. import run_space
+
     if options.node_rank > 0 or not jobs:
         return
     try:
