@@ -6,6 +6,8 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
+from .preflight.errors import PreflightError
+
 if TYPE_CHECKING:
     from .launch.options import LaunchOptions
 
@@ -20,7 +22,7 @@ MAKE_VARIABLES = (("DATA", "data", None), ("GPUS", "gpus", 1), ("NNODES", "nnode
                   ("CONFIGS", "configs", None), ("CFG_OPTIONS", "cfg_options", []))
 
 
-class LaunchError(ValueError):
+class LaunchError(PreflightError, ValueError):
     """Launch arguments that cannot work on this machine; the message names the problem and the fix."""
 
 

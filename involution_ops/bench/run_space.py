@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .preflight.errors import PreflightError
+
 BYTES_PER_VALUE = 4  # float32 weights and optimizer state (AMP keeps float32 master weights too)
 
 
-class SpaceError(ValueError):
+class SpaceError(PreflightError, ValueError):
     """A folder a run must write to is not writable, or its disk cannot hold one checkpoint."""
 
 

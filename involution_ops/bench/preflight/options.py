@@ -10,12 +10,9 @@ from .errors import PreflightError
 
 def check_launch_options(options: Any) -> None:
     """GPUS, NNODES, NODE_RANK, SEED... and AMP: what cannot work here stops before anything loads."""
-    from ..launch_checks import LaunchError, check_launch
+    from ..launch_checks import check_launch
 
-    try:
-        check_launch(options, cuda=None if not options.slurm_partition else False)
-    except LaunchError as error:  # launch_checks keeps its own type (no pre-flight import there)
-        raise PreflightError(str(error)) from None
+    check_launch(options, cuda=None if not options.slurm_partition else False)
     check_amp(options.amp, options.slurm_partition)
 
 

@@ -16,7 +16,6 @@ from ..io import banner
 from .cache import PreflightCache
 from .cityscapes import check_cityscapes
 from .coco import check_coco
-from .errors import PreflightError
 from .options import check_launch_options
 from .weights import check_pretrained, match_checkpoint, read_weights, require_checkpoint_file, require_pretrained_file
 
@@ -78,15 +77,12 @@ def check_output_folders(jobs: list[Job], configs: dict[str, Any], options: Laun
 
     if options.node_rank > 0 or not jobs:
         return
-    try:
-        run_space.check_writable(options.runs_dir, "the run records' folder")
-        for job in jobs:
-            run_space.check_writable(job.run_dir or Path(options.work_dir) / options.suite / job.name, "WORK_DIR",
-                                     "WORK_DIR")
-        if options.ckpt:
-            return  # an evaluation saves no checkpoint
-        estimates = [run_space.estimate(job.name, configs[job.name]) for job in jobs]
-        lines = run_space.check_space(options.work_dir, estimates)
-    except run_space.SpaceError as error:
-        raise PreflightError(str(error)) from None
+    run_space.check_writable(options.runs_dir, "the run records' folder")
+    for job in jobs:
+        run_space.check_writable(job.run_dir or Path(options.work_dir) / options.suite / job.name, "WORK_DIR",
+                                 "WORK_DIR")
+    if options.ckpt:
+        return  # an evaluation saves no checkpoint
+    estimates = [run_space.estimate(job.name, configs[job.name]) for job in jobs]
+    lines = run_space.check_space(options.work_dir, estimates)
     print("  " + "\n  ".join(lines), flush=True)
