@@ -6,7 +6,7 @@ Paper: "Involution: Inverting the Inherence of Convolution for Visual Recognitio
 
 Module and parameter names are those of the official mmcls model, so an official
 ImageNet checkpoint loads with ``strict=True`` once its ``backbone.`` prefix is
-stripped and ``head.fc.`` is renamed ``fc.`` (`involution_ops.checkpoints` does it).
+stripped and ``head.fc.`` is renamed ``fc.`` (`involution_ops.conversion` does it).
 
     stem.0   3x3 conv stride 2 -> C/2, norm, ReLU        (stem.0.conv / stem.0.bn)
     stem.1   involution on C/2 channels                    (stem_kernel_size)

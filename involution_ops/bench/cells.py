@@ -5,7 +5,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .io import markdown_table
+from .output import markdown_table
 
 NO_VALUE = "—"
 """What every generated table shows where a figure is missing, failed or not measured."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .io import REPO_ROOT
+from .output import REPO_ROOT
 
 # (key in records, distribution name) of the packages a result depends on
 PACKAGES: tuple[tuple[str, str], ...] = (

@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import RedNet
 from ..complexity import Complexity, measure
-from .io import REPO_ROOT, markdown_table, write_atomic
+from .output import REPO_ROOT, markdown_table, write_atomic
 from .mmconfig import build_model, load_config
 from .zoo import PAPER_YAML, Model, Zoo, load
 

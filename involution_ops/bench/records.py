@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .batch import BatchPlan
-from .io import REPO_ROOT, write_new
+from .paper_batch import BatchPlan
+from .output import REPO_ROOT, write_new
 
 SCHEMA = 2  # 2: `status`, `batch`, `dataset_identity`, `work_dir`, `evaluated_checkpoint_only` always present
 REPO = REPO_ROOT
@@ -255,7 +255,7 @@ def write_record(record: dict[str, Any], runs_dir: str | Path = REPO / "results"
 
     ``record`` needs name, suite, dataset and metrics; the reader's defaults fill the other
     fields of RunRecord that it leaves out. A name already taken moves the timestamp on by a
-    second (io.write_new: a kill at any moment leaves either no record or a whole one)."""
+    second (output.write_new: a kill at any moment leaves either no record or a whole one)."""
     text = _text(record, OK)
     when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     names = (f"{record['name']}__{record['dataset']}__{when + _dt.timedelta(seconds=step):%Y%m%d-%H%M%S}.json"

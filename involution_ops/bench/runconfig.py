@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
+from .paper_batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
 from .config_checks import ConfigOptionError, check_cfg_options
-from .io import REPO_ROOT
+from .output import REPO_ROOT
 from .mmconfig import config_dicts, merge_options, parse_options, pretrained_inits, wrapped_datasets
 from .preflight.errors import PreflightError
 
@@ -48,7 +48,7 @@ class RunSpec:
     amp: bool = False
     pretrained: str | None = None
     cfg_options: list[str] = field(default_factory=list)
-    batch: str = DEFAULT_MODE  # how a run on fewer processes reaches the paper's total batch (bench.batch)
+    batch: str = DEFAULT_MODE  # how a run on fewer processes reaches the paper's total batch (bench.paper_batch)
 
 
 def relative(path: str | Path) -> str:
@@ -215,7 +215,7 @@ def sync_bn_to_bn(model_cfg: Any) -> list[str]:
 
 
 def apply_batch(cfg: Any, spec: RunSpec) -> BatchPlan:
-    """The paper's total batch on this run's processes (involution_ops.bench.batch), written into
+    """The paper's total batch on this run's processes (involution_ops.bench.paper_batch), written into
     the config. Planned after CFG_OPTIONS, so that it sees the batch size and lr the run uses;
     iteration counts given there are scaled with the config's (they count the paper's steps)."""
     try:

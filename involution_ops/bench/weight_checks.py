@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from involution_ops.checkpoints import StateDictDiff, state_dict_diff
+from involution_ops.conversion import StateDictDiff, state_dict_diff
 
 from .mmconfig import PretrainedInit, model_shapes, pretrained_inits
 from .preflight.errors import PreflightError

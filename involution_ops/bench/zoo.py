@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import REPO_ROOT
+from .output import REPO_ROOT
 
 PAPER_YAML = REPO_ROOT / "results" / "paper.yaml"
 SECTIONS = ("imagenet", "coco", "cityscapes", "baselines")

@@ -17,8 +17,8 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from torch import nn  # noqa: E402
 
-from involution_ops.bench.batch import BatchPlan, apply_batch_plan, plan_batch  # noqa: E402
-from involution_ops.bench.io import REPO_ROOT  # noqa: E402
+from involution_ops.bench.paper_batch import BatchPlan, apply_batch_plan, plan_batch  # noqa: E402
+from involution_ops.bench.output import REPO_ROOT  # noqa: E402
 
 COCO = "det_configs/retinanet_red50_fpn_1x_coco.py"          # epoch-based, warm-up by iteration
 CITYSCAPES = "seg_configs/fpn_red50_512x1024_80k_cityscapes.py"  # iteration-based, poly decay

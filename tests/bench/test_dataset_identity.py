@@ -15,7 +15,7 @@ import pytest
 
 from involution_ops.bench import records
 from involution_ops.bench.dataset_identity import describe, identify, images_evaluated, is_official_full_split
-from involution_ops.bench.io import REPO_ROOT
+from involution_ops.bench.output import REPO_ROOT
 
 
 def run_record(suite: str, dataset: str, identity: dict | None) -> records.RunRecord:

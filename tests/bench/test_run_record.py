@@ -23,8 +23,8 @@ from mmengine.config import Config  # noqa: E402
 
 from involution_ops.bench import records, run_process  # noqa: E402
 from involution_ops.bench import tables as bench_tables  # noqa: E402
-from involution_ops.bench.batch import BatchPlan, plan_batch  # noqa: E402
-from involution_ops.bench.io import REPO_ROOT  # noqa: E402
+from involution_ops.bench.paper_batch import BatchPlan, plan_batch  # noqa: E402
+from involution_ops.bench.output import REPO_ROOT  # noqa: E402
 from involution_ops.bench.runconfig import RUN_KEY  # noqa: E402
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "tables"

@@ -21,7 +21,7 @@ from support import require
 require.module("yaml")
 
 from involution_ops.bench import tables as bench_tables  # noqa: E402
-from involution_ops.bench.io import REPO_ROOT as REPO  # noqa: E402
+from involution_ops.bench.output import REPO_ROOT as REPO  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "tables"
 PAPER = REPO / "results" / "paper.yaml"

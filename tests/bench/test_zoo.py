@@ -9,7 +9,7 @@ import pytest
 
 from support import require
 
-from involution_ops.bench.io import REPO_ROOT
+from involution_ops.bench.output import REPO_ROOT
 
 yaml = require.module("yaml")
 from involution_ops.bench import zoo as zoo_module  # noqa: E402

@@ -12,10 +12,10 @@ import torch
 
 from support import REPO_ROOT as REPO, require
 from involution_ops import RedNet
-from involution_ops.checkpoints import CheckpointMismatchError, convert_legacy_openmmlab
+from involution_ops.conversion import CheckpointMismatchError, convert_legacy_openmmlab
 from involution_ops.safe_load import UnsafeFileError, load_torch_file
 
-from involution_ops import conversion as convert_checkpoint  # noqa: E402
+from involution_ops import convert_command as convert_checkpoint  # noqa: E402
 
 HAS_MMDET = require.available("mmdet")
 
@@ -181,7 +181,7 @@ def test_imagenet_errors_name_the_keys(tmp_path, trained, corrupt, message):
     checkpoint = mmcls_layout(trained)
     corrupt(checkpoint["state_dict"])
     with pytest.raises(CheckpointMismatchError, match=message):
-        convert_checkpoint.checkpoints.convert_imagenet(checkpoint, keep_head=True)
+        convert_checkpoint.conversion.convert_imagenet(checkpoint, keep_head=True)
 
 
 def test_paddle_errors_name_the_keys(trained):
@@ -191,16 +191,16 @@ def test_paddle_errors_name_the_keys(trained):
     params["fc.weight"] = params["fc.weight"].T.copy()  # a file already (out, in)
     params.pop("layer4.0.bn3._variance")
     with pytest.raises(CheckpointMismatchError) as error:
-        convert_checkpoint.checkpoints.convert_paddleclas(params, keep_head=True)
+        convert_checkpoint.conversion.convert_paddleclas(params, keep_head=True)
     assert "missing 1: layer4.0.bn3.running_var" in str(error.value)
     assert "fc.weight (2048, 1000) (expected (1000, 2048))" in str(error.value)
     with pytest.raises(CheckpointMismatchError, match="not arrays: stem.0.conv.weight"):
-        convert_checkpoint.checkpoints.convert_paddleclas({"stem.0.conv.weight": [1.0]})
+        convert_checkpoint.conversion.convert_paddleclas({"stem.0.conv.weight": [1.0]})
 
 
 def test_wrong_source_kind_and_missing_head_are_explained(trained):
     with pytest.raises(CheckpointMismatchError, match="not an mmcls RedNet checkpoint"):
-        convert_checkpoint.checkpoints.convert_imagenet({"stem.0.conv.weight": torch.zeros(1)})
+        convert_checkpoint.conversion.convert_imagenet({"stem.0.conv.weight": torch.zeros(1)})
     with pytest.raises(CheckpointMismatchError, match="not an mmseg model checkpoint"):
         convert_legacy_openmmlab({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(1)}}, "mmseg")
     with pytest.raises(CheckpointMismatchError, match="outside the modules of an mmseg model"):
@@ -208,7 +208,7 @@ def test_wrong_source_kind_and_missing_head_are_explained(trained):
     backbone_only = mmcls_layout(trained)
     backbone_only["state_dict"] = {k: v for k, v in backbone_only["state_dict"].items() if not k.startswith("head.")}
     with pytest.raises(CheckpointMismatchError, match="no fc weights"):
-        convert_checkpoint.checkpoints.convert_imagenet(backbone_only, keep_head=True)
+        convert_checkpoint.conversion.convert_imagenet(backbone_only, keep_head=True)
 
 
 def test_existing_output_is_kept_unless_forced(tmp_path, trained, capsys):
@@ -245,7 +245,7 @@ def test_input_is_never_written_over(tmp_path, trained, capsys, monkeypatch, how
 
 
 def test_save_checkpoint_refuses_its_input(tmp_path):
-    from involution_ops.checkpoints import save_checkpoint
+    from involution_ops.conversion import save_checkpoint
 
     src = tmp_path / "in.pth"
     src.write_bytes(b"user data")
@@ -290,7 +290,7 @@ def test_command_line_entry_point(tmp_path, trained):
 )
 def test_mm2_checkpoint_checked_against_a_real_config(tmp_path, framework, config):
     path = os.path.join(REPO, config)
-    shapes = convert_checkpoint.checkpoints.model_shapes_from_config(path, framework)
+    shapes = convert_checkpoint.conversion.model_shapes_from_config(path, framework)
     neck = official_involution("neck.fpn_convs.0")
     assert {k: tuple(shapes[k]) for k in neck} == neck  # the official involution FPN names
     torch.manual_seed(2)
@@ -322,7 +322,7 @@ def test_our_mask_rcnn_has_the_official_involution_neck_and_head_keys():
     """Key names read off the official FPN_involution, RPNHead_involution and
     FCNMaskHead_involution (Sequential(involution, ReLU) per conv), written out here."""
     path = os.path.join(REPO, "det_configs", "_base_", "models", "mask_rcnn_red50_neck_fpn_head.py")
-    shapes = {k: tuple(v) for k, v in convert_checkpoint.checkpoints.model_shapes_from_config(path, "mmdet").items()}
+    shapes = {k: tuple(v) for k, v in convert_checkpoint.conversion.model_shapes_from_config(path, "mmdet").items()}
     official = {}
     for level in range(4):
         official.update(official_involution(f"neck.fpn_convs.{level}"))
@@ -330,7 +330,7 @@ def test_our_mask_rcnn_has_the_official_involution_neck_and_head_keys():
     official.update(official_involution("rpn_head.rpn_conv"))
     official.update({"rpn_head.rpn_cls.weight": (3, 256, 1, 1), "rpn_head.rpn_reg.weight": (12, 256, 1, 1),
                      "roi_head.mask_head.conv_logits.weight": (80, 256, 1, 1)})
-    backbone = convert_checkpoint.checkpoints.rednet_shapes(50, stem_kernel_size=7)
+    backbone = convert_checkpoint.conversion.rednet_shapes(50, stem_kernel_size=7)
     official.update({"backbone." + k: tuple(v) for k, v in backbone.items()})
     assert {k: shapes.get(k) for k in official} == official
 

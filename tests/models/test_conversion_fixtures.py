@@ -21,7 +21,7 @@ from involution_ops import RedNet
 from involution_ops.safe_load import load_torch_file
 
 from support import REPO_ROOT as REPO
-from involution_ops import conversion as convert_checkpoint  # noqa: E402
+from involution_ops import convert_command as convert_checkpoint  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "official_layouts"
 PUBLISHED_PARAMS_M = {26: 9.23, 50: 15.54}

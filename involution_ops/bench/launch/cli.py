@@ -10,8 +10,8 @@ import sys
 import warnings
 
 from .. import zoo
-from ..batch import DEFAULT_MODE, MODES
-from ..io import REPO_ROOT as REPO
+from ..paper_batch import DEFAULT_MODE, MODES
+from ..output import REPO_ROOT as REPO
 from ..launch_checks import make_command
 from ..preflight import PreflightError, run_preflight
 from ..runconfig import RunConfigError

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..io import REPO_ROOT as REPO
+from ..output import REPO_ROOT as REPO
 from ..runconfig import LAUNCHED_ENV
 from .options import Job, LaunchOptions
 

@@ -31,7 +31,7 @@ class LaunchOptions:
     amp: bool
     resume: bool
     baselines: bool
-    batch: str  # bench.batch.MODES
+    batch: str  # bench.paper_batch.MODES
     configs: list[str] | None  # only these configs of the group
     runs_dir: str
     cfg_options: list[str]  # key=value overrides, CFG_OPTIONS included

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import zoo
-from ..io import REPO_ROOT as REPO
-from ..io import banner
+from ..output import REPO_ROOT as REPO
+from ..output import banner
 from ..mmconfig import scope_of
 from ..preflight.cache import PreflightCache
 from ..preflight.errors import PreflightError

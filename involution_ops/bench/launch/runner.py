@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import banner
+from ..output import banner
 from ..launch_checks import make_command
 from . import commands, planning
 from .options import Job, LaunchOptions, RunContext

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import banner
+from ..output import banner
 from .cache import PreflightCache
 from .cityscapes import check_cityscapes
 from .coco import check_coco

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import weight_checks
-from ..io import REPO_ROOT as REPO
+from ..output import REPO_ROOT as REPO
 from ..mmconfig import DEFAULT_SCOPE, REMOTE_PREFIXES, scope_of
 from .cache import PreflightCache
 from .errors import PreflightError
@@ -59,7 +59,7 @@ class CheckpointFit:
 
     checkpoint: weight_checks.Checkpoint
     config_name: str  # how messages name the model's config
-    diff: Any  # involution_ops.checkpoints.StateDictDiff; empty when it fits
+    diff: Any  # involution_ops.conversion.StateDictDiff; empty when it fits
 
     def problem(self, fix: str, label: str = "CKPT=") -> str | None:
         """None when it fits; else what does not fit, what the checkpoint's meta says it was, and ``fix``."""

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import REPO_ROOT
+from ..output import REPO_ROOT
 from ..mmconfig import build_model as build_config_model
 from ..mmconfig import load_config, without_pretrained
 from .pairs import Shapes

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import REPO_ROOT
+from ..output import REPO_ROOT
 from .measure import INFERENCE_OPTIONS
 from .pairs import SUITES, paper_pairs, select
 from .report import machine_label, render_markdown, under_load

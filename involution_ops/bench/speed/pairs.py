@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import REPO_ROOT
+from ..output import REPO_ROOT
 
 SUITES = ("imagenet", "coco", "cityscapes")
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import environment
-from ..io import write_atomic
+from ..output import write_atomic
 from .builders import BuiltModel, build_model
 from .measure import INFERENCE_OPTIONS, measure_pair
 from .pairs import QUICK_SHAPES, ModelPair, shape_label

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import dataset_identity
-from ..batch import BatchPlan
+from ..paper_batch import BatchPlan
 from ..cells import number
 from ..records import OK, RunRecord, read_records
 
