@@ -15,14 +15,14 @@ import errno
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmengine.fileio.backends import LocalBackend, register_backend
 
-PARTIAL_SUFFIX = ".partial"
+from .output import PARTIAL_SUFFIX, write_temporary
+
 _CHECKPOINT_NAME = re.compile(r"^(iter|epoch)_(\d+)\.pth$")
 
 
@@ -38,20 +38,13 @@ def write_whole(data: bytes, path: str | Path) -> None:
     renamed): readers see no file or the whole one. A full disk raises OSError(ENOSPC) naming the
     file and the folder's free space; the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
-    os.close(handle)
+    temporary = None
     try:
-        with open(temporary, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+        temporary = write_temporary(path.parent, data, path.name)
         os.replace(temporary, path)
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(error.errno, f"disk full: {path} could not be written ({len(data) / 2**20:.0f} MiB; "
                                        f"{path.parent} has {_free_space(path.parent)}); no partial file was "
@@ -59,7 +52,8 @@ def write_whole(data: bytes, path: str | Path) -> None:
                           str(path)) from error
         raise
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         raise
     try:  # the rename itself survives a power cut only once the folder is on disk too
         folder = os.open(path.parent, os.O_RDONLY)

@@ -13,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from .file_facts import (CACHE_ENV, EXIF_ORIENTATION, READERS, cache_dir, image_facts,  # noqa: F401 (re-exported)
-                         image_problem, label_facts, loaded_size, survey)
 
 _LISTED = 5
 # COCO 2017's train file holds 2 boxes of zero height among 860,001 annotations (mmdet drops

@@ -11,20 +11,40 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout: configs, results/ and data/ are found relative to it."""
 
 
+PARTIAL_SUFFIX = ".partial"
+"""Ending of the hidden temporary files the writers below fill before naming them; no reader globs them."""
+
+
+def write_temporary(folder: Path, data: bytes, stem: str = "") -> str:
+    """A finished file in `folder` under a hidden temporary name (`.<stem>.*.partial`): written,
+    flushed to disk and made an ordinary file. The caller gives it its name or removes it; on any
+    error here it is removed and the error raised."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{stem}." if stem else ".", suffix=PARTIAL_SUFFIX)
+    os.close(handle)
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return temporary
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader sees the old file or the new one, never a torn one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    temporary = write_temporary(path.parent, text.encode("utf-8"), path.name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
-        os.replace(partial, path)
+        os.replace(temporary, path)
     except BaseException:
-        Path(partial).unlink(missing_ok=True)
+        Path(temporary).unlink(missing_ok=True)
         raise
 
 
@@ -35,16 +55,8 @@ def write_new(folder: Path, names: Iterable[str], text: str) -> Path:
     its name in one step: a kill at any moment leaves no file or a whole one (at worst a stray
     `.*.partial` file, which no reader globs)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".partial")
+    temporary = write_temporary(folder, text.encode("utf-8"))
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
         for name in names:
             if _publish(temporary, folder / name):
                 return folder / name

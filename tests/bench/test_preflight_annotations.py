@@ -13,7 +13,7 @@ import pytest
 from support import require, runs
 
 require.module("mmdet")
-from involution_ops.bench import data_checks, launcher, preflight  # noqa: E402
+from involution_ops.bench import data_checks, file_facts, launcher, preflight  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 MASK_FIT = ["--cfg-options", "model.roi_head.bbox_head.num_classes=3", "model.roi_head.mask_head.num_classes=3",
@@ -22,7 +22,7 @@ MASK_FIT = ["--cfg-options", "model.roi_head.bbox_head.num_classes=3", "model.ro
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _edit(data, split, change):

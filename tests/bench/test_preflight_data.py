@@ -10,7 +10,7 @@ import pytest
 from support import REPO_ROOT as ROOT, require, runs
 
 require.module("mmdet")
-from involution_ops.bench import data_checks, run_process, runconfig  # noqa: E402
+from involution_ops.bench import data_checks, file_facts, run_process, runconfig  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
@@ -18,7 +18,7 @@ FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """What the pre-flight reads is kept on disk; these tests keep it out of the user's ~/.cache."""
-    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _edit(data, split, change):
@@ -70,8 +70,8 @@ def test_truncated_image(capsys, fresh_coco, no_launch):
 def test_a_jpeg_with_data_after_its_end_marker_is_fine(fresh_coco):
     image = fresh_coco / "train2017" / "train_000007.jpg"
     image.write_bytes(image.read_bytes() + bytes(4096))  # some cameras append a trailer
-    assert data_checks.image_problem(image) is None
-    assert data_checks.image_problem(fresh_coco / "annotations" / "instances_val2017.json").startswith("is not an image")
+    assert file_facts.image_problem(image) is None
+    assert file_facts.image_problem(fresh_coco / "annotations" / "instances_val2017.json").startswith("is not an image")
 
 
 def test_a_few_bad_boxes_in_a_large_file_are_a_warning():

@@ -10,14 +10,14 @@ import pytest
 from support import require, runs
 
 require.module("mmdet")
-from involution_ops.bench import data_checks, launcher, preflight  # noqa: E402
+from involution_ops.bench import file_facts, launcher, preflight  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _preflight(capsys, data):
@@ -48,7 +48,7 @@ def test_a_photo_turned_by_its_exif_orientation(capsys, fresh_coco, no_launch):
     with Image.open(image) as original:
         pixels = original.copy()
     exif = Image.Exif()
-    exif[data_checks.EXIF_ORIENTATION] = 6
+    exif[file_facts.EXIF_ORIENTATION] = 6
     pixels.save(image, quality=92, exif=exif)
     assert mmcv.imfrombytes(image.read_bytes(), flag="color").shape[:2] == (256, 192)  # what training sees
     code, err, _ = _preflight(capsys, fresh_coco)
@@ -64,47 +64,47 @@ def test_an_upright_turned_photo_declared_as_loaded_is_fine(fresh_coco):
     with Image.open(path) as original:
         pixels = original.copy()
     exif = Image.Exif()
-    exif[data_checks.EXIF_ORIENTATION] = 8
+    exif[file_facts.EXIF_ORIENTATION] = 8
     pixels.save(path, quality=92, exif=exif)
-    facts = data_checks.image_facts(path)
+    facts = file_facts.image_facts(path)
     assert facts["size"] == [256, 192] and facts["orientation"] == 8
-    assert data_checks.loaded_size(facts) == (192, 256)
+    assert file_facts.loaded_size(facts) == (192, 256)
 
 
 def test_a_second_survey_reads_only_what_changed(fresh_coco, monkeypatch):
     reads = []
-    real = data_checks.READERS["image"]
-    monkeypatch.setitem(data_checks.READERS, "image", lambda path: reads.append(path) or real(path))
+    real = file_facts.READERS["image"]
+    monkeypatch.setitem(file_facts.READERS, "image", lambda path: reads.append(path) or real(path))
     paths = sorted((fresh_coco / "train2017").glob("*.jpg"))
-    first, total = data_checks.survey(paths, "image")
+    first, total = file_facts.survey(paths, "image")
     assert total == len(paths) == len(first) == len(reads) == 48
     reads.clear()
-    second, _ = data_checks.survey(paths, "image")
+    second, _ = file_facts.survey(paths, "image")
     assert reads == [] and second == first
     changed = paths[5]
     changed.write_bytes(changed.read_bytes() + b"\0")  # new size and mtime: read again
     os.utime(paths[6], ns=(0, 0))  # same bytes, another mtime: read again
-    third, _ = data_checks.survey(paths, "image")
+    third, _ = file_facts.survey(paths, "image")
     assert sorted(reads) == [changed, paths[6]] and third == first
 
 
 def test_the_survey_stops_at_its_budget(fresh_coco, monkeypatch):
     reads = []
-    real = data_checks.READERS["image"]
-    monkeypatch.setitem(data_checks.READERS, "image", lambda path: reads.append(path) or real(path))
+    real = file_facts.READERS["image"]
+    monkeypatch.setitem(file_facts.READERS, "image", lambda path: reads.append(path) or real(path))
     paths = [fresh_coco / "train2017" / f"train_{i % 48:06d}.jpg" for i in range(1920)]  # two chunks of 1024
-    facts, total = data_checks.survey(paths, "image", budget_s=0.0)
+    facts, total = file_facts.survey(paths, "image", budget_s=0.0)
     assert total == 1920 and len(reads) == 1024 and len(facts) == 48  # the first chunk is read whatever the budget
     reads.clear()
-    data_checks.survey(paths[1024:], "image", budget_s=60.0)
+    file_facts.survey(paths[1024:], "image", budget_s=60.0)
     assert reads == []  # what the first launch read is kept
 
 
 def test_a_second_check_reads_no_image(fresh_coco, monkeypatch):
     """The pre-flight's COCO checks twice on the same data (as two launches do): the second reads no image."""
     reads = []
-    real = data_checks.READERS["image"]
-    monkeypatch.setitem(data_checks.READERS, "image", lambda path: reads.append(path) or real(path))
+    real = file_facts.READERS["image"]
+    monkeypatch.setitem(file_facts.READERS, "image", lambda path: reads.append(path) or real(path))
     args = launcher.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
                                 str(fresh_coco), *FIT])
     cfg = launcher.load_config(launcher.select_jobs(args, toy=False)[0], fresh_coco, args)

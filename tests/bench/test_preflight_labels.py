@@ -13,7 +13,7 @@ from support import require
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
-from involution_ops.bench import data_checks, launcher, preflight, toy_data  # noqa: E402
+from involution_ops.bench import file_facts, launcher, preflight, toy_data  # noqa: E402
 
 # Cityscapes' train id -> label id (cityscapesscripts' labels.py), for the classes the toy streets use.
 RAW_ID = {0: 7, 1: 8, 2: 11, 5: 17, 7: 20, 8: 21, 10: 23, 11: 24, 13: 26, 255: 0}
@@ -21,7 +21,7 @@ RAW_ID = {0: 7, 1: 8, 2: 11, 5: 17, 7: 20, 8: 21, 10: 23, 11: 24, 13: 26, 255: 0
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -88,8 +88,8 @@ def test_a_label_of_another_size_than_its_image(cityscapes, monkeypatch, capsys,
 def test_labels_are_read_once_per_file_identity(cityscapes, monkeypatch):
     """The second check of the same data decodes no label; an edited label is decoded again and refused."""
     reads = []
-    real = data_checks.READERS["label"]
-    monkeypatch.setitem(data_checks.READERS, "label", lambda path: reads.append(path) or real(path))
+    real = file_facts.READERS["label"]
+    monkeypatch.setitem(file_facts.READERS, "label", lambda path: reads.append(path) or real(path))
     monkeypatch.chdir(ROOT)
     args = launcher.parse_args(["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data",
                                 str(cityscapes)])
@@ -112,7 +112,7 @@ def test_the_values_read_are_what_pillow_decodes(cityscapes):
 
     with Image.open(label) as image:
         array = np.asarray(image)
-    facts = data_checks.label_facts(label)
+    facts = file_facts.label_facts(label)
     assert facts["values"] == sorted(np.unique(array).tolist()) and facts["size"] == [256, 128]
     assert facts["channels"] == 1 and 255 in facts["values"]
     assert preflight.TRAIN_ID_FIX.startswith("Fix: regenerate")

@@ -11,7 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
-from involution_ops.bench import config_checks, data_checks, launcher, mmconfig, preflight, run_process, runconfig  # noqa: E402
+from involution_ops.bench import config_checks, file_facts, launcher, mmconfig, preflight, run_process, runconfig  # noqa: E402
 from involution_ops.bench import weight_checks  # noqa: E402
 from involution_ops.bench.preflight import PreflightCache, PreflightError, checkpoint_fit  # noqa: E402
 
@@ -106,7 +106,7 @@ def test_checkpoint_fit_names_what_does_not_fit(toy_model, tmp_path):
 def test_run_preflight_checks_what_the_launcher_checks(capsys, monkeypatch, toy_coco, tmp_path, no_launch):
     from involution_ops import RedNet
 
-    monkeypatch.setenv(data_checks.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
     pretrained = tmp_path / "rednet50_imagenet.pth"  # the real config on real-layout data loads ImageNet weights
     torch.save({"state_dict": RedNet(50, stem_kernel_size=3).state_dict(), "meta": {}}, pretrained)
     args = launcher.parse_args(["coco", "retinanet", "--configs", FPN, "--data", str(toy_coco), "--pretrained",
