@@ -6,13 +6,13 @@ Imports mmengine / mmdet / mmseg only inside the functions that need them.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 SCOPES = ("mmdet", "mmseg")  # the OpenMMLab packages (and registry scopes) the benchmark builds in
@@ -106,7 +106,7 @@ def parse_options(options: list[str]) -> dict[str, Any]:
     """``['a.b=1', ...]`` -> ``{'a.b': 1}`` with mmengine's own parser (what merge_from_dict gets)."""
     from mmengine.config import DictAction
 
-    parsed = argparse.Namespace()
+    parsed = SimpleNamespace()  # DictAction only sets the attribute `dest` on it
     DictAction(option_strings=[], dest="cfg_options")(None, parsed, options)
     return parsed.cfg_options
 
