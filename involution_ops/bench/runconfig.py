@@ -152,7 +152,7 @@ def reload_run_config(path: str | Path, spec: RunSpec, evaluate: bool, warn: Cal
     caller writes the result into a new file beside config.py, which stays as it was."""
     cfg = load_model_config(path)
     facts = dict(cfg.get(RUN_KEY) or {})
-    refused = [] if evaluate else resume_refusals(spec.cfg_options)
+    refused = [] if evaluate else resume_refusals(spec.cfg_options, cfg, lambda: build_run_config(spec, warn=_quiet))
     if refused:
         raise RunConfigError(
             f"RESUME=1 with CFG_OPTIONS {'; '.join(refused)}: the run would go on with the checkpoint's values "
@@ -288,15 +288,52 @@ RESUME_STATE_KEYS = {
 }
 
 
-def resume_refusals(options: list[str]) -> list[str]:
-    """The reasons CFG_OPTIONS cannot apply to a resumed run (empty: all can)."""
-    refused = []
+def resume_refusals(options: list[str], run_cfg: Any = None, fresh_cfg: Callable[[], Any] | None = None) -> list[str]:
+    """The reasons CFG_OPTIONS cannot apply to a resumed run (empty: all can).
+
+    An option the checkpoint's state would override is refused unless it asks for what the run
+    already has: the same command again (as the Ctrl-C message suggests it) resumes. Whether it
+    does is judged on ``fresh_cfg()``, the config these options build for a new run (batch plan
+    included), against ``run_cfg``, the run's config.py."""
+    restored = {}
     for key in parse_options(options):
         for prefix, state in RESUME_STATE_KEYS.items():
             if key == prefix or key.startswith(prefix + "."):
-                refused.append(f"{key} (the checkpoint restores {state})")
+                restored[key] = state
                 break
-    return refused
+    if restored and run_cfg is not None and fresh_cfg is not None:
+        fresh = fresh_cfg()
+        restored = {key: state for key, state in restored.items()
+                    if _value_at(fresh, key) != _value_at(run_cfg, key)}
+    return [f"{key} (the checkpoint restores {state})" for key, state in restored.items()]
+
+
+_MISSING = object()
+
+
+def _value_at(cfg: Any, dotted: str) -> Any:
+    """The value at a CFG_OPTIONS key (`a.b.0.c`) of a config, tuples compared as lists; _MISSING if absent."""
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif hasattr(node, "get") and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+    return _plain(node)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "items"):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _quiet(_: str) -> None:
+    """Warnings of a config built only to compare values (the run's own build printed them)."""
 
 
 def prepare_evaluation(cfg: Any, checkpoint: str | Path) -> None:

@@ -390,6 +390,25 @@ def test_resume_never_rewrites_config_py_and_refuses_options_the_checkpoint_over
                                       "model.test_cfg.score_thr=0.1"]) == []
 
 
+def test_resume_accepts_the_options_the_run_started_with():
+    """The same command again (as the Ctrl-C line repeats it, CFG_OPTIONS included) resumes; an
+    option restored from the checkpoint is refused only when its value changed."""
+    require.module("mmdet")
+    base = ["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--cfg-options"]
+
+    def built(options):
+        args = launcher.parse_args([*base, *options])
+        job = launcher.select_jobs(args, toy=True)[0]
+        return launcher.load_config(job, launcher.resolve_data(args)[0], args)
+
+    started = ["param_scheduler.0.end=3", "optim_wrapper.optimizer.lr=0.02", "train_cfg.max_iters=9"]
+    run_cfg = built(started)
+    assert runconfig.resume_refusals(started, run_cfg, lambda: built(started)) == []
+    changed = ["param_scheduler.0.end=4", "optim_wrapper.optimizer.lr=0.02"]
+    (refused,) = runconfig.resume_refusals(changed, run_cfg, lambda: built(changed))
+    assert refused.startswith("param_scheduler.0.end (the checkpoint restores each lr/momentum scheduler's state")
+
+
 def test_resume_plan_leaves_out_finished_runs(tmp_path):
     args = launcher.parse_args(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
                                  "--runs-dir", str(tmp_path / "runs")])
