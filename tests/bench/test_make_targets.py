@@ -19,8 +19,10 @@ SETUP = "scripts/setup_env.sh"
 
 
 def _make(*args: str) -> str:
-    # as a user's own make: without the variables of a make this test may run under (`make test`)
-    env = {name: value for name, value in os.environ.items() if name not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # as a user's own make: without the variables of a make this test may run under (`make test
+    # PYTEST_ARGS=...` puts PYTEST_ARGS into its recipes' environment too)
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ARGS")
+    env = {name: value for name, value in os.environ.items() if name not in inherited}
     result = subprocess.run(["make", "--no-print-directory", "-C", str(REPO_ROOT), *args],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
