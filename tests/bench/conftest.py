@@ -11,6 +11,13 @@ import pytest
 from support import REPO_ROOT, require
 
 
+@pytest.fixture(autouse=True)
+def private_preflight_cache(tmp_path, monkeypatch):
+    """What the pre-flight reads of data files is cached on disk by file identity: each test keeps
+    its own, so no test sees another's facts."""
+    monkeypatch.setenv("INVOLUTION_OPS_CACHE", str(tmp_path / "preflight_cache"))
+
+
 @pytest.fixture
 def no_launch(monkeypatch):
     """Fail the test if the pre-flight lets a run start (every launch goes through subprocess.run)."""

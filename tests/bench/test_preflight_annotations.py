@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from support.data import edit_coco_annotations
 from support import require, runs
 
 require.module("mmdet")
@@ -20,17 +21,6 @@ MASK_FIT = ["--cfg-options", "model.roi_head.bbox_head.num_classes=3", "model.ro
             *runs.FIT_TOY_COCO[1:]]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
-
-
-def _edit(data, split, change):
-    path = data / "annotations" / f"instances_{split}2017.json"
-    content = json.loads(path.read_text())
-    change(content)
-    path.write_text(json.dumps(content))
-    return path
 
 
 def _preflight(capsys, data, group="retinanet", config="retinanet_red50_fpn_1x_coco", fit=FIT):
@@ -46,7 +36,7 @@ def _mask_preflight(capsys, data):
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_a_file_without_annotations(capsys, fresh_coco, no_launch, split):
-    path = _edit(fresh_coco, split, lambda content: content.update(annotations=[]))
+    path = edit_coco_annotations(fresh_coco, split, lambda content: content.update(annotations=[]))
     images = len(json.loads(path.read_text())["images"])
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"{path} holds no annotations ({images} images, 0 annotations)" in err
@@ -60,7 +50,7 @@ def test_only_crowd_regions(capsys, fresh_coco, no_launch, split):
         for ann in content["annotations"]:
             ann["iscrowd"] = 1
 
-    path = _edit(fresh_coco, split, crowd)
+    path = edit_coco_annotations(fresh_coco, split, crowd)
     total = len(json.loads(path.read_text())["annotations"])
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"none of the {total} annotations in {path}" in err
@@ -85,7 +75,7 @@ def test_duplicate_annotation_ids(capsys, fresh_coco, no_launch):
         content["annotations"][5]["id"] = content["annotations"][2]["id"]
         content["annotations"][9]["id"] = content["annotations"][2]["id"]
 
-    path = _edit(fresh_coco, "train", duplicate)
+    path = edit_coco_annotations(fresh_coco, "train", duplicate)
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"annotation ids 3 occur more than once in {path}" in err and "not unique" in err
     assert "Fix: give every annotation its own id" in err
@@ -96,7 +86,7 @@ def test_duplicate_image_ids(capsys, fresh_coco, no_launch):
     def twin(content):  # a second entry for image 3, naming another file: one of the two is never loaded
         content["images"].append({**content["images"][2], "file_name": content["images"][3]["file_name"]})
 
-    path = _edit(fresh_coco, "val", twin)
+    path = edit_coco_annotations(fresh_coco, "val", twin)
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"image ids 3 occur more than once in {path}" in err
 
@@ -110,7 +100,7 @@ def test_boxes_in_normalised_coordinates(capsys, fresh_coco, no_launch):
             x, y, w, h = ann["bbox"]
             ann["bbox"] = [x / width, y / height, w / width, h / height]
 
-    path = _edit(fresh_coco, "train", normalise)
+    path = edit_coco_annotations(fresh_coco, "train", normalise)
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"annotations in {path} is an object that training can use" in err
     assert "are narrower or lower than 1 pixel (ids 1, 2, 3" in err and "not normalised to 0-1" in err
@@ -122,7 +112,7 @@ def test_boxes_outside_their_image(capsys, fresh_coco, no_launch):
         for ann in content["annotations"][:6]:
             ann["bbox"][0] += 1000
 
-    path = _edit(fresh_coco, "train", move)
+    path = edit_coco_annotations(fresh_coco, "train", move)
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and f"6 of" in err and f"annotations in {path} are boxes that mmdet drops" in err
     assert "6 lie outside their image (ids 1, 2, 3, 4, 5 ... (1 more)" in err
@@ -143,7 +133,7 @@ def test_masks_missing_for_a_mask_model(capsys, fresh_coco, no_launch):
         for ann in content["annotations"][:3]:
             del ann["segmentation"]
 
-    path = _edit(fresh_coco, "train", strip)
+    path = edit_coco_annotations(fresh_coco, "train", strip)
     code, err, _ = _mask_preflight(capsys, fresh_coco)
     assert code == 2 and f"annotations in {path} that a mask model loads have no segmentation" in err
     assert "(annotation ids 1, 2, 3)" in err and "KeyError: 'mask'" in err
@@ -155,7 +145,7 @@ def test_masks_are_not_checked_for_a_box_model(fresh_coco):
         for ann in content["annotations"][:3]:
             del ann["segmentation"]
 
-    _edit(fresh_coco, "train", strip)
+    edit_coco_annotations(fresh_coco, "train", strip)
     args = launcher.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
                                 str(fresh_coco), *FIT])
     preflight.check_coco(launcher.load_config(launcher.select_jobs(args, toy=False)[0], fresh_coco, args), {})
@@ -168,7 +158,7 @@ def test_malformed_rle_and_polygons(capsys, fresh_coco, no_launch):
         anns[0]["segmentation"] = {"size": [image["height"], image["width"] - 1], "counts": "PPYo0"}
         content["annotations"][20]["segmentation"] = [["12.5", 3, 4, 5, 6, 7]]
 
-    path = _edit(fresh_coco, "val", corrupt)
+    path = edit_coco_annotations(fresh_coco, "val", corrupt)
     code, err, _ = _mask_preflight(capsys, fresh_coco)
     assert code == 2 and f"2 of the" in err and f"annotations in {path} that a mask model loads have a malformed" in err
     assert "an RLE whose size [192, 255] is not its image's [height, width] [192, 256]" in err
@@ -179,7 +169,7 @@ def test_polygons_without_three_points(capsys, fresh_coco, no_launch):
         for ann in content["annotations"]:
             ann["segmentation"] = [ann["segmentation"][0][:4]]
 
-    path = _edit(fresh_coco, "train", flatten)
+    path = edit_coco_annotations(fresh_coco, "train", flatten)
     code, err, _ = _mask_preflight(capsys, fresh_coco)
     assert code == 2 and f"annotations in {path} that a mask model loads have no polygon of 3 or more points" in err
 

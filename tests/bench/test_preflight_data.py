@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from support.data import edit_coco_annotations
 from support import REPO_ROOT as ROOT, require, runs
 
 require.module("mmdet")
@@ -15,18 +16,6 @@ from involution_ops.bench import data_checks, file_facts, run_process, runconfig
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """What the pre-flight reads is kept on disk; these tests keep it out of the user's ~/.cache."""
-    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
-
-
-def _edit(data, split, change):
-    path = data / "annotations" / f"instances_{split}2017.json"
-    content = json.loads(path.read_text())
-    change(content)
-    path.write_text(json.dumps(content))
-    return path
 
 
 def _preflight(capsys, data):
@@ -40,7 +29,7 @@ def test_boxes_without_size(capsys, fresh_coco, no_launch):
             ann["bbox"][2] = 0.0
         content["annotations"][4]["bbox"][3] = -5.0
 
-    path = _edit(fresh_coco, "train", shrink)
+    path = edit_coco_annotations(fresh_coco, "train", shrink)
     code, err = _preflight(capsys, fresh_coco)
     assert code == 2 and str(path) in err
     assert "5 of" in err and "no box of positive width and height" in err and "annotation ids 1, 2, 3, 4, 5" in err
@@ -53,7 +42,7 @@ def test_unknown_category_and_image(capsys, fresh_coco, no_launch):
         content["annotations"][1]["category_id"] = 91
         content["annotations"][2]["image_id"] = 4000
 
-    path = _edit(fresh_coco, "val", break_ids)
+    path = edit_coco_annotations(fresh_coco, "val", break_ids)
     code, err = _preflight(capsys, fresh_coco)
     assert code == 2 and str(path) in err
     assert "2 of" in err and "category ids 91" in err and "not among its 3 categories" in err

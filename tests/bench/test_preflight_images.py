@@ -15,10 +15,6 @@ from involution_ops.bench import file_facts, launcher, preflight  # noqa: E402
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
-
 
 def _preflight(capsys, data):
     code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),

@@ -19,10 +19,6 @@ from involution_ops.bench import file_facts, launcher, preflight, toy_data  # no
 RAW_ID = {0: 7, 1: 8, 2: 11, 5: 17, 7: 20, 8: 21, 10: 23, 11: 24, 13: 26, 255: 0}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
-
 
 @pytest.fixture
 def cityscapes(tmp_path) -> Path:
