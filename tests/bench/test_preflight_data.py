@@ -2,7 +2,6 @@
 during training skipped with a warning and counted instead of stopping the run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
