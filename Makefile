@@ -39,7 +39,7 @@ BENCH := $(PY) scripts/benchmark.py
 # suite (`coco`: all its groups), read from the manifest: the groups of its `suites:` block (one
 # flow-style line per suite) and, to say how many models each runs, the rows of the suite's section.
 # Entries suite:group:models, in the order `make help` lists them; `scripts/benchmark.py` checks
-# the group itself. tests/bench/test_make_targets.py compares this reading with zoo.py's.
+# the group itself. tests/bench/test_make_targets.py compares this reading with manifest.py's.
 MANIFEST := results/paper.yaml
 SUITE_GROUPS := $(shell awk ' \
 	/^[^ \#]/ { section = $$1; sub(/:.*/, "", section) } \

@@ -33,9 +33,9 @@ def openmmlab() -> None:
 
 
 @pytest.fixture(scope="session")
-def zoo():
+def manifest():
     """The model manifest, results/paper.yaml (read with PyYAML, which the `mm` extra brings)."""
     require.module("yaml")
-    from involution_ops.bench import zoo
+    from involution_ops.bench.manifest import load_manifest
 
-    return zoo.load()
+    return load_manifest()

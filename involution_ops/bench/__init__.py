@@ -1,4 +1,4 @@
-"""The benchmark suite around the package: the model manifest (`zoo`), FLOP counting
+"""The benchmark suite around the package: the model manifest (`manifest`), FLOP counting
 (`flops`), the results tables (`tables/`), speed (`speed/`, `op_speed`, `gpu_speed`), the built-in
 toy data (`toy_data`) and the run machinery: `launch/` (what `make coco-*` / `cityscapes-*`
 start), `runconfig` (the one function that builds a run's config), `preflight/` (the checks before

@@ -268,7 +268,8 @@ def rle_string_counts(text: str) -> list[int]:
     return counts
 
 
-def _rle_problem(rle: dict, image: dict) -> str | None:
+def rle_problem(rle: dict, image: dict) -> str | None:
+    """Why an uncompressed or compressed RLE mask cannot be the mask of `image`, or None when it can."""
     size, counts = rle.get("size"), rle.get("counts")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         return f"size {size!r} is not [height, width]"
@@ -302,7 +303,7 @@ def mask_problems(view: MmdetView, path: Path) -> tuple[list[str], list[str]]:
             elif not any(len(p) % 2 == 0 and len(p) >= 6 for p in segmentation):
                 pointless.append(ann)
         elif isinstance(segmentation, dict):
-            reason = _rle_problem(segmentation, image)
+            reason = rle_problem(segmentation, image)
             if reason:
                 malformed.append((ann, "an RLE whose " + reason))
         else:

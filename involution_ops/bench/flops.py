@@ -32,7 +32,7 @@ from .. import RedNet
 from ..complexity import Complexity, measure
 from .output import REPO_ROOT, markdown_table, write_atomic
 from .mmconfig import build_model, load_config
-from .zoo import PAPER_YAML, Model, Zoo, load
+from .manifest import PAPER_YAML, Manifest, Model, load_manifest
 
 PROPOSALS = 1000  # box head input in the 2021 dummy forward
 MASK_PROPOSALS = 100  # the first 100 of them reach the mask head
@@ -45,7 +45,7 @@ WRAPPER_COUNTED_DETECTOR = "mask_rcnn_red50_neck_fpn_head_1x_coco"
 def _row(model: Model, config: str, counts: Complexity) -> dict:
     return {
         "name": model.name,
-        "task": model.suite,
+        "suite": model.suite,
         "config": config,
         "input_shape": list(model.input_shape),
         "params_trainable_m": round(counts.params_trainable_m, 4),
@@ -55,7 +55,8 @@ def _row(model: Model, config: str, counts: Complexity) -> dict:
     }
 
 
-def _image(shape: list[int] | tuple[int, ...]) -> torch.Tensor:
+def blank_image(shape: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """A batch of one zero image of `shape` (C, H, W) on the counting device."""
     return torch.zeros(1, *shape, device=DEVICE)
 
 
@@ -82,7 +83,7 @@ def count_rednet(depth: int, shape: tuple[int, ...] = (3, 224, 224), stem_kernel
                  with_fc: bool = True) -> Complexity:
     """The ImageNet RedNet; the variants serve the notes under the table."""
     model = _build(lambda: RedNet(depth, num_classes=1000, stem_kernel_size=stem_kernel_size))
-    image = _image(shape)
+    image = blank_image(shape)
 
     def pooled_features() -> torch.Tensor:
         return model.avgpool(model.forward_features(image)[-1])
@@ -103,12 +104,13 @@ def count_resnet(depth: int, shape: tuple[int, ...] = (3, 224, 224)) -> Complexi
         head = (nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000))
         return nn.Sequential(ResNet(depth=depth), _LastStage(), *head)
 
-    return measure(_build(factory), _image(shape))
+    return measure(_build(factory), blank_image(shape))
 
 
 # --- OpenMMLab models -----------------------------------------------------------
 
-def _build_from_config(path: Path, scope: str, options: dict | None = None) -> nn.Module:
+def build_from_config(path: Path, scope: str, options: dict | None = None) -> nn.Module:
+    """The model of an OpenMMLab config file, built on the counting device (weights not initialised)."""
     cfg = load_config(path, options)  # runs the config's custom_imports
     return _build(lambda: build_model(cfg.model, scope))
 
@@ -138,14 +140,14 @@ def detector_forward(model: nn.Module, image: torch.Tensor) -> Callable[[], None
 
 def count_detector(model: Model, match_subclasses: bool = False, options: dict | None = None) -> Complexity:
     """`options`: config overrides (``{"model.backbone.stem_kernel_size": 3}``), for diagnostics."""
-    detector = _build_from_config(model.model_config, "mmdet", options)
-    forward = detector_forward(detector, _image(model.input_shape))
+    detector = build_from_config(model.model_config, "mmdet", options)
+    forward = detector_forward(detector, blank_image(model.input_shape))
     return measure(detector, forward, match_subclasses=match_subclasses)
 
 
 def count_segmentor(model: Model) -> Complexity:
-    segmentor = _build_from_config(model.model_config, "mmseg")
-    image = _image(model.input_shape)
+    segmentor = build_from_config(model.model_config, "mmseg")
+    image = blank_image(model.input_shape)
     # mmseg 0.x `forward_dummy`: backbone and decode head (the final resize is not a module)
     return measure(segmentor, lambda: segmentor.decode_head(segmentor.extract_feat(image)))
 
@@ -167,24 +169,24 @@ def row(model: Model) -> dict:
 
 # --- paper values, notes and the table --------------------------------------------
 
-def published(zoo: Zoo) -> dict[str, dict]:
+def published(manifest: Manifest) -> dict[str, dict]:
     """name -> {params_m, gflops, derived} of every published (or derived baseline) row."""
     return {model.name: {"params_m": model.paper.get("params_m"), "gflops": model.paper.get("gflops"),
-                         "derived": bool(model.paper.get("derived", False))} for model in zoo.models}
+                         "derived": bool(model.paper.get("derived", False))} for model in manifest.models}
 
 
 def _gflops_text(value: float) -> str:
     return f"{value:.1f}" if value >= 100 else f"{value:.3f}" if value < 10 else f"{value:.2f}"
 
 
-def diagnostic_notes(rows: list[dict], zoo: Zoo, progress: Callable[[str], None]) -> dict[str, str]:
+def diagnostic_notes(rows: list[dict], manifest: Manifest, progress: Callable[[str], None]) -> dict[str, str]:
     """Notes under rows whose published figure our paper-convention count does not
     reproduce, each with the variant counts we measured while looking for why."""
-    paper = published(zoo)
+    paper = published(manifest)
     by_name = {row["name"]: row for row in rows}
     notes: dict[str, str] = {}
 
-    rednets = [m for m in zoo.models if m.arch == "rednet" and m.name in by_name]
+    rednets = [m for m in manifest.models if m.arch == "rednet" and m.name in by_name]
     if rednets:
         progress("diagnostics: ImageNet RedNet with a 7x7 stem involution, counted without the fc")
         variants = {m.name: count_rednet(m.depth, m.input_shape, stem_kernel_size=7, with_fc=False)
@@ -221,7 +223,7 @@ def diagnostic_notes(rows: list[dict], zoo: Zoo, progress: Callable[[str], None]
     if conv_neck:
         progress("diagnostics: convolution-neck detectors with the ImageNet models' 3x3 stem involution")
         small_stem = {"model.backbone.stem_kernel_size": 3}
-        counts = {name: count_detector(zoo.get(name), options=small_stem).gflops_paper for name in conv_neck}
+        counts = {name: count_detector(manifest.get(name), options=small_stem).gflops_paper for name in conv_neck}
         stem_cost = max(by_name[name]["gflops_paper"] - v for name, v in counts.items())
         text = (
             "the released detection RedNet-50 (and ours, which loads its checkpoints) has a 7x7 stem involution, "
@@ -237,7 +239,7 @@ def diagnostic_notes(rows: list[dict], zoo: Zoo, progress: Callable[[str], None]
     name = WRAPPER_COUNTED_DETECTOR
     if name in by_name:
         progress(f"diagnostics: {name} with OpenMMLab wrapper classes counted too")
-        with_wrappers = count_detector(zoo.get(name), match_subclasses=True).gflops_paper
+        with_wrappers = count_detector(manifest.get(name), match_subclasses=True).gflops_paper
         notes[name] = (
             "with the 2021 convention this detector counts far under its published figure; counting the "
             "OpenMMLab wrapper classes too (the mask head's 1x1 conv_logits and deconv, which later mmcv "
@@ -261,7 +263,7 @@ def _delta(ours: float, figure: float | None, digits: int) -> str:
     return f"{diff:+.{digits}f} ({pct:+.1f}%)".replace("+0.0%", "0.0%").replace("-0.0%", "0.0%")
 
 
-HEADERS = ["model", "task", "input", "params paper (M)", "params trainable, ours (M)", "Δ trainable",
+HEADERS = ["model", "suite", "input", "params paper (M)", "params trainable, ours (M)", "Δ trainable",
            "params all, ours (M)", "Δ all", "GFLOPs paper", "GFLOPs ours, paper convention", "Δ paper convention",
            "GFLOPs ours, full count", "Δ full"]
 INTRO = (
@@ -286,7 +288,7 @@ def complexity_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, 
         p_params, p_flops = figures.get("params_m"), figures.get("gflops")
         cells.append([
             row["name"] + (f" [{footnote[notes[row['name']]]}]" if row["name"] in notes else ""),
-            row["task"],
+            row["suite"],
             "x".join(str(v) for v in row["input_shape"]),
             "–" if p_params is None else f"{p_params}",
             f"{row['params_trainable_m']:.2f}",
@@ -308,11 +310,11 @@ def complexity_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def make_flops(zoo: Zoo, out: Path, table: Path, only: list[str] | None = None, notes: bool = True,
+def make_flops(manifest: Manifest, out: Path, table: Path, only: list[str] | None = None, notes: bool = True,
                progress: Callable[[str], None] = print) -> str:
     """Count the manifest's models (or `only` these names), write the rows as JSON to `out`
     and the table to `table`; return the table. Unknown names are a ValueError."""
-    models = zoo.counted()
+    models = manifest.counted()
     if only:
         unknown = sorted(set(only) - {m.name for m in models})
         if unknown:
@@ -322,7 +324,7 @@ def make_flops(zoo: Zoo, out: Path, table: Path, only: list[str] | None = None, 
     for index, model in enumerate(models, 1):
         progress(f"({index}/{len(models)}) {model.name}")
         rows.append(row(model))
-    text = complexity_table(rows, published(zoo), diagnostic_notes(rows, zoo, progress) if notes else {})
+    text = complexity_table(rows, published(manifest), diagnostic_notes(rows, manifest, progress) if notes else {})
     write_atomic(out, "[\n" + ",\n".join("  " + json.dumps(r) for r in rows) + "\n]\n")
     write_atomic(table, text)
     return text
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     try:
-        table = make_flops(load(args.paper), args.out, args.table, args.only, not args.no_notes, progress)
+        table = make_flops(load_manifest(args.paper), args.out, args.table, args.only, not args.no_notes, progress)
     except ValueError as error:
         parser.error(str(error))
     print(table)

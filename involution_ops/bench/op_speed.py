@@ -176,7 +176,8 @@ def measure_case(spec: dict) -> dict:
 
 # --------------------------------------------------------------------------- driver
 
-def _available_mib() -> float:
+def available_memory_mib() -> float:
+    """MemAvailable of /proc/meminfo in MiB (what the shape budget is a fraction of)."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -192,7 +193,7 @@ def unfold_skips(shape: Shape, dtype_bytes: int, device: str, fraction: float) -
     if device != "cpu":
         return [], ""
     copy_mib = forward_macs(shape) * dtype_bytes / 2**20  # one value per MAC
-    budget = _available_mib() * fraction
+    budget = available_memory_mib() * fraction
     skips = [mode for mode, copies in (("fwd", 2), ("fwdbwd", 3)) if copies * copy_mib > budget]
     note = f"needs ~{3 * copy_mib / 1024:.1f} GiB, {budget / 1024:.1f} GiB allowed" if skips else ""
     return skips, note

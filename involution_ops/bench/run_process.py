@@ -174,7 +174,7 @@ def skipped_images_record(run_dir: str) -> dict[str, Any]:
     return {"skipped_images": count, "skipped_image_files": files[:100]}
 
 
-def _write(cfg: Any, record: dict[str, Any]) -> int:
+def write_run_record(cfg: Any, record: dict[str, Any]) -> int:
     """Record a run that produced its results: results/runs, or the run folder if that cannot be
     written (exit code 3, with the command that moves it where the tables read)."""
     runs_dir = cfg[RUN_KEY]["runs_dir"]
@@ -313,7 +313,7 @@ def train(config: str | Path, resume: bool = False) -> int:
     problem = evaluation_problem(raw_metrics, tested["metrics"], cfg, tested["dataset_identity"])
     if problem:
         return _fail(cfg, tested, "test", problem)
-    return _write(cfg, tested)
+    return write_run_record(cfg, tested)
 
 
 def checkpoint_iteration(meta: dict) -> int | None:
@@ -363,7 +363,7 @@ def evaluate(config: str | Path) -> int:
     problem = evaluation_problem(raw_metrics, record["metrics"], cfg, record["dataset_identity"])
     if problem:
         return _fail(cfg, record, "test", problem)
-    return _write(cfg, record)
+    return write_run_record(cfg, record)
 
 
 def train_main(argv: list[str] | None = None) -> int:

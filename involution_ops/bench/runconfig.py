@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .paper_batch import DEFAULT_MODE, BatchPlan, apply_batch_plan, plan_batch
 from .config_checks import ConfigOptionError, check_cfg_options
+from .manifest import Model
 from .output import REPO_ROOT
 from .mmconfig import config_dicts, merge_options, parse_options, pretrained_inits, wrapped_datasets
 from .preflight.errors import PreflightError
@@ -34,9 +35,8 @@ class RunConfigError(PreflightError, ValueError):
 class RunSpec:
     """What the launcher asks of one run."""
 
-    suite: str
-    name: str  # official config stem: records, tables and work dirs use it
-    config: Path  # the model config file (the toy variant on toy data)
+    model: Model  # the manifest's model; its name (the official config stem) names records and work dirs
+    config: Path  # the config it trains with: the model's, or its toy variant on toy data
     dataset: str  # toy | coco | cityscapes
     data_root: Path
     runs_dir: str = "results/runs"
@@ -170,8 +170,8 @@ def reload_run_config(path: str | Path, spec: RunSpec, evaluate: bool, warn: Cal
 
 
 def run_facts(spec: RunSpec) -> dict[str, Any]:
-    return {"suite": spec.suite, "name": spec.name, "dataset": spec.dataset, "data_root": str(spec.data_root),
-            "source_config": relative(spec.config), "runs_dir": str(spec.runs_dir),
+    return {"suite": spec.model.suite, "name": spec.model.name, "dataset": spec.dataset,
+            "data_root": str(spec.data_root), "source_config": relative(spec.config), "runs_dir": str(spec.runs_dir),
             "world_size": spec.world_size, "device": spec.device}
 
 

@@ -10,7 +10,11 @@ import pytest
 
 from support import REPO_ROOT as ROOT, require, runs
 
-from involution_ops.bench import launcher, preflight, runconfig  # noqa: E402
+from involution_ops.bench import preflight, runconfig  # noqa: E402
+from involution_ops.bench.launch import cli, commands, planning  # noqa: E402
+from involution_ops.bench.launch.options import Job  # noqa: E402
+from involution_ops.bench.manifest import load_manifest  # noqa: E402
+from support.runs import run_config  # noqa: E402
 from involution_ops.bench import records as run_record  # noqa: E402
 
 
@@ -66,22 +70,22 @@ def test_gflops_lookup(tmp_path):
 # ------------------------------------------------------------------ launching
 
 def _args(*extra):
-    return launcher.parse_args(["coco", "retinanet", *extra])
+    return cli.parse_args(["coco", "retinanet", *extra])
 
 
 def test_launch_prefixes():
     args = _args()
-    assert launcher.launcher_kind(args) == "none" and launcher.launch_prefix(args, "x") == [sys.executable]
+    assert commands.launcher_kind(args) == "none" and commands.launch_prefix(args, "x") == [sys.executable]
     args = _args("--gpus", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
                  "--master-port", "29600")
-    prefix = launcher.launch_prefix(args, "x")
-    assert launcher.launcher_kind(args) == "pytorch"
+    prefix = commands.launch_prefix(args, "x")
+    assert commands.launcher_kind(args) == "pytorch"
     assert prefix[1:3] == ["-m", "torch.distributed.run"]
     assert {"--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
             "--master_port=29600"} <= set(prefix)
     args = _args("--gpus", "4", "--slurm-partition", "gpu")
-    prefix = launcher.launch_prefix(args, "job")
-    assert launcher.launcher_kind(args) == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
+    prefix = commands.launch_prefix(args, "job")
+    assert commands.launcher_kind(args) == "slurm" and prefix[:3] == ["srun", "-p", "gpu"]
     assert "--ntasks=4" in prefix and "--gres=gpu:4" in prefix
 
 
@@ -90,12 +94,12 @@ def test_run_config_carries_the_options(tmp_path):
     require.module("mmdet")
     from mmengine.config import Config
 
-    job = launcher.Job("retinanet_red50_fpn_1x_coco", ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py",
-                       resume=True)
+    job = Job(load_manifest().get("retinanet_red50_fpn_1x_coco"), ROOT / "det_configs/toy/retinanet_red50_fpn_toy.py",
+              resume=True)
     args = _args("--resume", "--amp", "--seed", "7", "--deterministic", "--pretrained", "w.pth",
                  "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=3",
                  "model.neck.out_channels=32")
-    cfg = launcher.load_config(job, Path("/data/toy/coco"), args, dataset="toy", device="cpu")
+    cfg = run_config(job, Path("/data/toy/coco"), args, dataset="toy", device="cpu")
     (tmp_path / "run").mkdir()
     path = runconfig.place_in_run_dir(cfg, tmp_path / "run")
     assert path == (tmp_path / "run" / "config.py").resolve()
@@ -110,24 +114,24 @@ def test_run_config_carries_the_options(tmp_path):
     assert (run.name, run.dataset, run.suite, run.runs_dir) == ("retinanet_red50_fpn_1x_coco", "toy", "coco",
                                                                 str(tmp_path / "runs"))
     assert run.source_config == "det_configs/toy/retinanet_red50_fpn_toy.py"
-    command = launcher.job_command(job, args, path)
+    command = commands.job_command(job, args, path)
     assert command[0] == sys.executable and command[1].endswith("train.py")
     assert command[2:] == [str(path), "--resume"]  # nothing else: the file holds every setting
-    command = launcher.job_command(job, _args("--ckpt", "x.pth"), path)
+    command = commands.job_command(job, _args("--ckpt", "x.pth"), path)
     assert command[1].endswith("test.py") and command[2:] == [str(path)]
 
 
 def test_group_selection_and_bad_arguments():
-    names = [j.name for j in launcher.select_jobs(_args(), toy=False)]
+    names = [j.model.name for j in planning.select_jobs(_args(), toy=False)]
     assert names == ["retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco"]
-    jobs = launcher.select_jobs(launcher.parse_args(["coco", "all", "--baselines"]), toy=True)
+    jobs = planning.select_jobs(cli.parse_args(["coco", "all", "--baselines"]), toy=True)
     assert len(jobs) == 11 and all(j.config.parent.name == "toy" and j.config.is_file() for j in jobs)
-    seg = launcher.select_jobs(launcher.parse_args(["cityscapes", "fpn"]), toy=False)
-    assert [j.name for j in seg] == ["fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes"]
+    seg = planning.select_jobs(cli.parse_args(["cityscapes", "fpn"]), toy=False)
+    assert [j.model.name for j in seg] == ["fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes"]
     with pytest.raises(SystemExit):
-        launcher.parse_args(["coco", "yolo"])
+        cli.parse_args(["coco", "yolo"])
     with pytest.raises(SystemExit):
-        launcher.parse_args(["coco", "retinanet", "--ckpt", "a.pth", "--resume"])
+        cli.parse_args(["coco", "retinanet", "--ckpt", "a.pth", "--resume"])
 
 
 def test_latest_resumable(tmp_path):
@@ -135,8 +139,8 @@ def test_latest_resumable(tmp_path):
         (tmp_path / stamp).mkdir()
     (tmp_path / "20260101-000000" / "last_checkpoint").write_text("x")
     (tmp_path / "20260102-000000" / "last_checkpoint").write_text("y")
-    assert launcher.latest_resumable(tmp_path).name == "20260102-000000"
-    assert launcher.latest_resumable(tmp_path / "nothing") is None
+    assert planning.latest_resumable(tmp_path).name == "20260102-000000"
+    assert planning.latest_resumable(tmp_path / "nothing") is None
 
 
 def test_record_paths_are_relative_inside_the_checkout_and_absolute_outside(tmp_path):
@@ -148,8 +152,8 @@ def test_record_paths_are_relative_inside_the_checkout_and_absolute_outside(tmp_
 
 
 def test_new_run_folders_are_never_reused(tmp_path):
-    first = launcher.new_run_dir(tmp_path)
-    second = launcher.new_run_dir(tmp_path)
+    first = planning.new_run_dir(tmp_path)
+    second = planning.new_run_dir(tmp_path)
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
     assert first.parent == second.parent == tmp_path.resolve()
 
@@ -227,10 +231,10 @@ def test_categories_outside_the_datasets_classes_are_named_in_a_warning(capsys, 
         content = json.loads(path.read_text())
         content["categories"][0]["name"] = "person"
         path.write_text(json.dumps(content))
-    args = launcher.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
-                                str(fresh_coco), "--cfg-options", "model.bbox_head.num_classes=3"])
-    job = launcher.select_jobs(args, toy=False)[0]
-    preflight.check_coco(launcher.load_config(job, fresh_coco, args), {})
+    args = cli.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
+                           str(fresh_coco), "--cfg-options", "model.bbox_head.num_classes=3"])
+    job = planning.select_jobs(args, toy=False)[0]
+    preflight.check_coco(run_config(job, fresh_coco, args), {})
     out = capsys.readouterr().out
     assert "2 of the 3 categories of" in out and "instances_train2017.json" in out
     assert "not classes of CocoDataset and their annotations are ignored: square, triangle" in out
@@ -328,8 +332,8 @@ def test_resume_a_group_whose_second_config_never_started(tmp_path, capsys, monk
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
                         or subprocess.CompletedProcess(command, 0))
-    code = launcher.main(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
-                           "--runs-dir", str(tmp_path / "runs")])
+    code = cli.main(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
+                     "--runs-dir", str(tmp_path / "runs")])
     assert code == 0, capsys.readouterr().err
     assert [Path(c[2]).parent.parent.name for c in launched] == ["retinanet_red50_fpn_1x_coco",
                                                                  "retinanet_red50_neck_fpn_1x_coco"]
@@ -343,16 +347,16 @@ def test_resume_trains_on_the_config_in_the_run_folder(tmp_path, capsys, monkeyp
     from mmengine.config import Config
 
     run = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
-    args = launcher.parse_args(["coco", "retinanet", "--work-dir", str(tmp_path), "--runs-dir",
-                                str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=7"])
-    job = launcher.select_jobs(args, toy=True)[0]
-    cfg = launcher.load_config(job, launcher.resolve_data(args)[0], args)
+    args = cli.parse_args(["coco", "retinanet", "--work-dir", str(tmp_path), "--runs-dir",
+                           str(tmp_path / "runs"), "--cfg-options", "train_cfg.max_iters=7"])
+    job = planning.select_jobs(args, toy=True)[0]
+    cfg = run_config(job, planning.resolve_data(args)[0], args)
     runconfig.place_in_run_dir(cfg, run)
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
                         or subprocess.CompletedProcess(command, 0))
-    code = launcher.main(["coco", "retinanet", "--configs", job.name, "--resume", "--work-dir", str(tmp_path),
-                          "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "default_hooks.logger.interval=3"])
+    code = cli.main(["coco", "retinanet", "--configs", job.model.name, "--resume", "--work-dir", str(tmp_path),
+                     "--runs-dir", str(tmp_path / "runs"), "--cfg-options", "default_hooks.logger.interval=3"])
     assert code == 0, capsys.readouterr().err
     (command,) = launched
     resumed_file = Path(command[2])
@@ -374,14 +378,14 @@ def test_resume_never_rewrites_config_py_and_refuses_options_the_checkpoint_over
     run = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
     base = ["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--work-dir", str(tmp_path),
             "--runs-dir", str(tmp_path / "runs")]
-    args = launcher.parse_args(base)
-    job = launcher.select_jobs(args, toy=True)[0]
-    runconfig.place_in_run_dir(launcher.load_config(job, launcher.resolve_data(args)[0], args), run)
+    args = cli.parse_args(base)
+    job = planning.select_jobs(args, toy=True)[0]
+    runconfig.place_in_run_dir(run_config(job, planning.resolve_data(args)[0], args), run)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     for option, named in [("optim_wrapper.optimizer.lr=0.5", "lr, momentum, weight_decay"),
                           ("optim_wrapper.optimizer.weight_decay=0", "lr, momentum, weight_decay"),
                           ("param_scheduler.0.end=3", "scheduler's state"), ("randomness.seed=4", "seed")]:
-        assert launcher.main([*base, "--resume", "--cfg-options", option]) == 2
+        assert cli.main([*base, "--resume", "--cfg-options", option]) == 2
         err = capsys.readouterr().err
         assert f"error: RESUME=1 with CFG_OPTIONS {option.split('=')[0]} (the checkpoint restores" in err, err
         assert named in err and "without RESUME=1" in err
@@ -397,9 +401,9 @@ def test_resume_accepts_the_options_the_run_started_with():
     base = ["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--cfg-options"]
 
     def built(options):
-        args = launcher.parse_args([*base, *options])
-        job = launcher.select_jobs(args, toy=True)[0]
-        return launcher.load_config(job, launcher.resolve_data(args)[0], args)
+        args = cli.parse_args([*base, *options])
+        job = planning.select_jobs(args, toy=True)[0]
+        return run_config(job, planning.resolve_data(args)[0], args)
 
     started = ["param_scheduler.0.end=3", "optim_wrapper.optimizer.lr=0.02", "train_cfg.max_iters=9"]
     run_cfg = built(started)
@@ -410,19 +414,19 @@ def test_resume_accepts_the_options_the_run_started_with():
 
 
 def test_resume_plan_leaves_out_finished_runs(tmp_path):
-    args = launcher.parse_args(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
-                                 "--runs-dir", str(tmp_path / "runs")])
-    jobs = launcher.select_jobs(args, toy=True)
+    args = cli.parse_args(["coco", "retinanet", "--resume", "--work-dir", str(tmp_path),
+                           "--runs-dir", str(tmp_path / "runs")])
+    jobs = planning.select_jobs(args, toy=True)
     done = _killed_run(tmp_path, "retinanet_red50_fpn_1x_coco")
     killed = _killed_run(tmp_path, "retinanet_red50_neck_fpn_1x_coco")
     run_record.write_record({"name": "retinanet_red50_fpn_1x_coco", "suite": "coco", "dataset": "toy",
                              "metrics": {}, "work_dir": str(done), "evaluated_checkpoint_only": False},
                             tmp_path / "runs")
-    planned = launcher.plan_resume(jobs, args)
-    assert [(j.name, j.resume) for j in planned] == [("retinanet_red50_neck_fpn_1x_coco", True)]
+    planned = planning.plan_resume(jobs, args)
+    assert [(j.model.name, j.resume) for j in planned] == [("retinanet_red50_neck_fpn_1x_coco", True)]
     (killed / "last_checkpoint").unlink()
     with pytest.raises(preflight.PreflightError, match="holds no run with a checkpoint"):
-        launcher.plan_resume(jobs, args)
+        planning.plan_resume(jobs, args)
 
 
 # ------------------------------------------------------------------ BATCH: the paper's total batch
@@ -440,7 +444,7 @@ def test_batch_plan_is_in_the_run_config_and_the_banner(toy_coco, tmp_path, caps
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
                         or subprocess.CompletedProcess(command, 0))
-    assert launcher.main([*base, *options]) == 0, capsys.readouterr().err
+    assert cli.main([*base, *options]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     cfg = Config.fromfile(launched[0][2])
     per_process = paper.train_dataloader.batch_size
@@ -450,13 +454,13 @@ def test_batch_plan_is_in_the_run_config_and_the_banner(toy_coco, tmp_path, caps
     assert cfg.involution_run.batch["mode"] == "accumulate" and cfg.involution_run.batch["matches_paper"]
     assert f"accumulation {accumulation} -> {paper.auto_scale_lr.base_batch_size}" in out
 
-    args = launcher.parse_args([*base, "--gpus", "2", "--batch", "scale_lr", *options])
-    job = launcher.select_jobs(args, toy=False)[0]
-    cfg = launcher.load_config(job, toy_coco, args, device="cpu")
+    args = cli.parse_args([*base, "--gpus", "2", "--batch", "scale_lr", *options])
+    job = planning.select_jobs(args, toy=False)[0]
+    cfg = run_config(job, toy_coco, args, device="cpu")
     assert "accumulative_counts" not in cfg.optim_wrapper
     total = 2 * per_process
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(
         paper.optim_wrapper.optimizer.lr * total / paper.auto_scale_lr.base_batch_size)
-    args = launcher.parse_args([*base, "--gpus", "3", *options])  # 6 images never add up to 16
+    args = cli.parse_args([*base, "--gpus", "3", *options])  # 6 images never add up to 16
     with pytest.raises(preflight.PreflightError, match="BATCH=accumulate: .*not a multiple"):
-        launcher.load_config(job, toy_coco, args, device="cpu")
+        run_config(job, toy_coco, args, device="cpu")

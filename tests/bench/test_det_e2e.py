@@ -84,19 +84,21 @@ def test_training_skips_an_unreadable_image_and_records_it(tmp_path):
     it; the run finishes."""
     import shutil
 
-    from involution_ops.bench import launcher, runconfig, toy_data
+    from involution_ops.bench import runconfig, toy_data
+    from involution_ops.bench.launch import cli, planning
+    from support.runs import run_config
 
     data = tmp_path / "coco"
     shutil.copytree(toy_data.ensure_toy_data(ROOT / "data" / "toy", "coco", verbose=False), data)
     images = json.loads((data / "annotations" / "instances_train2017.json").read_text())["images"]
     bad = data / "train2017" / images[0]["file_name"]  # dataset index 0 of the two kept below
     bad.write_bytes(bad.read_bytes()[:700])
-    args = launcher.parse_args(["coco", "retinanet", "--runs-dir", str(tmp_path / "runs"), "--cfg-options",
-                                "train_cfg.max_iters=3", "train_dataloader.dataset.indices=2", *runs.TINY_RETINANET[:2],
-                                "test_dataloader.dataset.indices=1", "default_hooks.logger.interval=1"])
-    job = launcher.select_jobs(args, toy=True)[0]
-    cfg = launcher.load_config(job, data, args, dataset="toy")
-    config = runconfig.place_in_run_dir(cfg, launcher.new_run_dir(tmp_path / "work"))
+    args = cli.parse_args(["coco", "retinanet", "--runs-dir", str(tmp_path / "runs"), "--cfg-options",
+                           "train_cfg.max_iters=3", "train_dataloader.dataset.indices=2", *runs.TINY_RETINANET[:2],
+                           "test_dataloader.dataset.indices=1", "default_hooks.logger.interval=1"])
+    job = planning.select_jobs(args, toy=True)[0]
+    cfg = run_config(job, data, args, dataset="toy")
+    config = runconfig.place_in_run_dir(cfg, planning.new_run_dir(tmp_path / "work"))
     # the process trains with the file, not with what the launcher built: an edit of the file shows
     text = config.read_text()
     assert text.count("max_iters=3") == 1

@@ -19,7 +19,7 @@ from support.runs import benchmark_command, checkout_env, free_port, records
 from support import slurm_cluster as local_slurm
 from support.slurm_cluster import SlurmUnavailable, slurm_cluster
 
-from involution_ops.bench import launcher  # noqa: E402
+from involution_ops.bench.launch import cli, commands  # noqa: E402
 
 CONFIG = "retinanet_red50_neck_fpn_1x_coco"
 ITERS = 2
@@ -35,22 +35,22 @@ CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 # ------------------------------------------------------------------ srun command line
 
 def _args(*extra: str):
-    return launcher.parse_args(["coco", "retinanet", *extra])
+    return cli.parse_args(["coco", "retinanet", *extra])
 
 
 @pytest.mark.parametrize("gres, expected", [
     ("gpu:8", True), ("gpu:a100:4(S:0-1)", True), ("mps:400,gpu:2", True), ("gpu", True),
     ("(null)", False), ("(null)\n(null)", False), ("gpux:2", False), ("", False)])
 def test_gres_has_gpu(gres, expected):
-    assert launcher.gres_has_gpu(gres) is expected
+    assert commands.gres_has_gpu(gres) is expected
 
 
 def test_srun_requests_gpus_only_where_the_partition_has_them():
     args = _args("--gpus", "2", "--slurm-partition", "cpu")
-    cpu = launcher.launch_prefix(args, "job", partition_gpus=False)
+    cpu = commands.launch_prefix(args, "job", partition_gpus=False)
     assert cpu[0] == "srun" and not any(part.startswith("--gres") for part in cpu)
     assert {"--ntasks=2", "--ntasks-per-node=2", "--nodes=1"} <= set(cpu)
-    gpu = launcher.launch_prefix(args, "job", partition_gpus=True)
+    gpu = commands.launch_prefix(args, "job", partition_gpus=True)
     assert "--gres=gpu:2" in gpu
 
 

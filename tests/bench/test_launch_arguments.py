@@ -17,14 +17,18 @@ import pytest
 from support import require
 
 ROOT = Path(__file__).resolve().parents[2]
-from involution_ops.bench import launch_checks, launcher, run_space, runconfig  # noqa: E402
+from involution_ops.bench import launch_checks, run_space, runconfig  # noqa: E402
+from involution_ops.bench.launch import cli, planning, runner  # noqa: E402
+from involution_ops.bench.launch.options import Job  # noqa: E402
+from involution_ops.bench.manifest import load_manifest  # noqa: E402
+from involution_ops.bench.preflight import orchestration  # noqa: E402
 from involution_ops.bench.launch_checks import LaunchError, check_launch  # noqa: E402
 
 NAME = "retinanet_red50_fpn_1x_coco"
 
 
 def _args(*extra: str):
-    return launcher.parse_args(["coco", "retinanet", *extra])
+    return cli.parse_args(["coco", "retinanet", *extra])
 
 
 # ------------------------------------------------------------------ NNODES, GPUS, SEED
@@ -45,7 +49,7 @@ def test_several_nodes_need_a_master_address(monkeypatch):
 
 def test_the_launcher_refuses_nnodes_without_master_addr_before_torchrun(monkeypatch, capsys, no_launch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
-    assert launcher.main(["coco", "retinanet", "--nnodes", "2", "--gpus", "1"]) == 2
+    assert cli.main(["coco", "retinanet", "--nnodes", "2", "--gpus", "1"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: NNODES=2 needs MASTER_ADDR")
 
 
@@ -99,17 +103,17 @@ def _make_words(**variables: str) -> list[str]:
 def test_cfg_options_with_brackets_and_spaces_pass_through_make(value, expected):
     """The value as the shell gives it to make, i.e. what `make ... CFG_OPTIONS='<value>'` sets."""
     words = _make_words(CFG_OPTIONS=value)
-    args = launcher.parse_args(words)
+    args = cli.parse_args(words)
     assert args.cfg_options == expected
 
 
 def test_cfg_options_quoted_word_by_word_and_launcher_flags_in_them():
     tiny = ["train_cfg.max_iters=2", "train_dataloader.dataset.pipeline.2.scale=(128,96)"]
     words = _make_words(CONFIGS=NAME, CFG_OPTIONS=shlex.join(tiny))  # what the slurm e2e test passes
-    args = launcher.parse_args(words)
+    args = cli.parse_args(words)
     assert args.cfg_options == tiny and args.configs == [NAME]
     with pytest.raises(SystemExit):
-        launcher.parse_args(_make_words(CFG_OPTIONS=f"train_cfg.max_iters=2 --configs {NAME}"))
+        cli.parse_args(_make_words(CFG_OPTIONS=f"train_cfg.max_iters=2 --configs {NAME}"))
 
 
 def test_hints_quote_cfg_options_for_the_shell():
@@ -117,7 +121,7 @@ def test_hints_quote_cfg_options_for_the_shell():
     assert hint == "CFG_OPTIONS='train_dataloader.dataset.metainfo.classes=(a,b) x.y=1'"
     (assignment,) = shlex.split(hint)  # what the user's shell hands make
     value = assignment.split("=", 1)[1]
-    assert launcher.parse_args(_make_words(CFG_OPTIONS=value)).cfg_options == [
+    assert cli.parse_args(_make_words(CFG_OPTIONS=value)).cfg_options == [
         "train_dataloader.dataset.metainfo.classes=(a,b)", "x.y=1"]
 
 
@@ -133,7 +137,7 @@ def test_launch_options_are_typed_frozen_and_name_one_launcher_kind():
     """parse_args gives the one typed, frozen options object a launch reads (CFG_OPTIONS merged in);
     the launcher kind a run's config records is the one whose command starts its processes."""
     require.module("mmdet")
-    from involution_ops.bench import zoo
+    from involution_ops.bench.manifest import load_manifest
     from involution_ops.bench.launch import commands, planning
     from involution_ops.bench.launch.options import LaunchOptions
 
@@ -142,11 +146,11 @@ def test_launch_options_are_typed_frozen_and_name_one_launcher_kind():
     assert not hasattr(args, "cfg_options_line")
     with pytest.raises(dataclasses.FrozenInstanceError):
         args.amp = True
-    job = launcher.select_jobs(args, toy=True)[0]
+    job = planning.select_jobs(args, toy=True)[0]
     for extra, kind, program in [((), "none", sys.executable), (("--gpus", "2"), "pytorch", sys.executable),
                                  (("--gpus", "2", "--slurm-partition", "cpu"), "slurm", "srun")]:
         options = _args(*extra)
-        context = planning.run_context(options, zoo.load(), Path("data/toy/coco"), "toy", device="cpu")
+        context = planning.run_context(options, load_manifest(), Path("data/toy/coco"), "toy", device="cpu")
         cfg = planning.load_config(job, context)
         command = commands.job_command(job, options, Path("config.py"), partition_gpus=False)
         assert context.launcher == kind == cfg.launcher and command[0] == program, (extra, command)
@@ -157,17 +161,19 @@ def test_launch_options_are_typed_frozen_and_name_one_launcher_kind():
 DRIVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from involution_ops.bench import launcher, zoo
-    from involution_ops.bench.launch import commands, planning
+    from involution_ops.bench.launch import cli, commands, planning, runner
+    from involution_ops.bench.launch.options import Job
+    from involution_ops.bench.manifest import load_manifest
     child = ("import sys, time; from involution_ops.bench import run_process; "
              "run_process.train = lambda *a, **k: (print('ready', flush=True), time.sleep(60)); "
              "sys.exit(run_process.train_main(['config.py']))")
-    args = launcher.parse_args(["coco", "retinanet", "--work-dir", sys.argv[1], "--seed", "5"])
-    job = launcher.Job("retinanet_red50_fpn_1x_coco", Path("det_configs/retinanet_red50_fpn_1x_coco.py"))
+    args = cli.parse_args(["coco", "retinanet", "--work-dir", sys.argv[1], "--seed", "5"])
+    manifest = load_manifest()
+    job = Job(manifest.get("retinanet_red50_fpn_1x_coco"), Path("det_configs/retinanet_red50_fpn_1x_coco.py"))
     planning.write_run_config = lambda job, cfg, options: (Path(sys.argv[1]) / "config.py", None)
     commands.job_command = lambda *a, **k: [sys.executable, "-c", child]
-    context = planning.run_context(args, zoo.load(), Path("data/coco"), "coco", device="cpu")
-    sys.exit(launcher.run_jobs([job], {job.name: None}, context))
+    context = planning.run_context(args, manifest, Path("data/coco"), "coco", device="cpu")
+    sys.exit(runner.run_jobs([job], {job.model.name: None}, context))
 """)
 
 
@@ -196,11 +202,11 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
 
 def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(tmp_path):
     args = _args("--work-dir", str(tmp_path))
-    job = launcher.Job(NAME, Path("unused.py"))
-    message = launcher.interrupted_message(args, job, tmp_path)
+    job = Job(load_manifest().get(NAME), Path("unused.py"))
+    message = runner.interrupted_message(args, job, tmp_path)
     assert "before its first checkpoint" in message and "RESUME=1" not in message
     (tmp_path / "last_checkpoint").write_text("iter_2.pth")
-    assert "RESUME=1" in launcher.interrupted_message(args, job, tmp_path)
+    assert "RESUME=1" in runner.interrupted_message(args, job, tmp_path)
 
 
 def test_train_script_on_its_own_says_how_to_resume(monkeypatch, capsys):
@@ -257,11 +263,11 @@ def test_preflight_refuses_an_unwritable_work_dir_and_shows_the_space(tmp_path, 
     blocker = tmp_path / "file"
     blocker.write_text("")
     base = ["coco", "retinanet", "--configs", NAME, "--runs-dir", str(tmp_path / "runs")]
-    assert launcher.main([*base, "--work-dir", str(blocker / "work")]) == 2
+    assert cli.main([*base, "--work-dir", str(blocker / "work")]) == 2
     assert "error: WORK_DIR" in capsys.readouterr().err
-    assert launcher.main([*base, "--work-dir", str(tmp_path), "--runs-dir", str(blocker / "runs")]) == 2
+    assert cli.main([*base, "--work-dir", str(tmp_path), "--runs-dir", str(blocker / "runs")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
-    jobs, configs, _ = launcher.run_preflight(_args("--configs", NAME, "--work-dir", str(tmp_path),
+    jobs, configs, _ = orchestration.run_preflight(_args("--configs", NAME, "--work-dir", str(tmp_path),
                                                    "--runs-dir", str(tmp_path / "runs")))
     out = capsys.readouterr().out
     estimate = run_space.estimate(NAME, configs[NAME])

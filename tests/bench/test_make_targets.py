@@ -41,18 +41,18 @@ def venv(tmp_path) -> Path:
     return venv
 
 
-def _targets(zoo) -> dict[str, tuple[str, str]]:
+def _targets(manifest) -> dict[str, tuple[str, str]]:
     """make target -> (suite, group) as the README names them: coco-faster-rcnn, ..., coco."""
     targets = {}
-    for suite in zoo.suites:
-        if zoo.groups(suite):
-            targets.update({f"{suite}-{group.replace('_', '-')}": (suite, group) for group in zoo.groups(suite)})
+    for suite in manifest.suites:
+        if manifest.groups(suite):
+            targets.update({f"{suite}-{group.replace('_', '-')}": (suite, group) for group in manifest.groups(suite)})
             targets[suite] = (suite, "all")
     return targets
 
 
-def test_every_group_of_the_manifest_has_its_target(zoo, venv):
-    targets = _targets(zoo)
+def test_every_group_of_the_manifest_has_its_target(manifest, venv):
+    targets = _targets(manifest)
     # the names users type today, as the README and the issue list them
     assert set(targets) == {"coco-retinanet", "coco-faster-rcnn", "coco-mask-rcnn", "coco",
                             "cityscapes-fpn", "cityscapes-upernet", "cityscapes"}
@@ -64,14 +64,14 @@ def test_every_group_of_the_manifest_has_its_target(zoo, venv):
         assert SETUP not in dry  # current stamp: no setup, in this make or in its recursive `make tables`
 
 
-def test_help_lists_each_suite_target_with_its_models(zoo):
+def test_help_lists_each_suite_target_with_its_models(manifest):
     listed = {}
     for line in _make("help").splitlines():
         match = re.match(r"\s*\x1b\[1m(\S+)\s*\x1b\[0m (.*)", line)
         assert match, line
         listed[match[1]] = match[2]
-    for target, (suite, group) in _targets(zoo).items():
-        count = len(zoo.jobs(suite, group))
+    for target, (suite, group) in _targets(manifest).items():
+        count = len(manifest.target_models(suite, group))
         assert f" {count} {suite} model" in listed[target], (target, listed[target])
     assert {"setup", "test", "test-fast", "flops", "tables"} <= set(listed)
 

@@ -105,7 +105,7 @@ def test_the_cpu_kernel_verdict_uses_the_one_stated_target(kernel_ms, verdict):
 
 
 def test_unfold_too_big_for_memory_is_compared_at_batch_one(monkeypatch):
-    monkeypatch.setattr(op_speed, "_available_mib", lambda: 0.001)
+    monkeypatch.setattr(op_speed, "available_memory_mib", lambda: 0.001)
     results = {"unfold": {"fwd_ms": 50.0}, "cpu": {"fwd_ms": 5.0, "fwdbwd_ms": 9.0}}
     rows = op_speed.measure(["cpu"], {"tiny": TINY["tiny"]}, ["unfold", "cpu"], case=_fake_case(results),
                             log=lambda line: None)

@@ -1,7 +1,7 @@
 """COCO annotation files that would make mmdet train on or evaluate something other than what they
 declare, refused (or warned about, where the official data has the same) by the pre-flight, with the
 file, the ids and the fix. Each case edits a copy of the built-in toy data and goes through the
-user's own command (`launcher.main`, full configs with DATA); `no_launch` fails a test whose run
+user's own command (`cli.main`, full configs with DATA); `no_launch` fails a test whose run
 would start."""
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from support.data import edit_coco_annotations
 from support import require, runs
 
 require.module("mmdet")
-from involution_ops.bench import data_checks, file_facts, launcher, preflight  # noqa: E402
+from involution_ops.bench import data_checks, file_facts, preflight  # noqa: E402
+from involution_ops.bench.launch import cli, planning  # noqa: E402
+from support.runs import run_config  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 MASK_FIT = ["--cfg-options", "model.roi_head.bbox_head.num_classes=3", "model.roi_head.mask_head.num_classes=3",
@@ -24,8 +26,8 @@ MASK_FIT = ["--cfg-options", "model.roi_head.bbox_head.num_classes=3", "model.ro
 
 
 def _preflight(capsys, data, group="retinanet", config="retinanet_red50_fpn_1x_coco", fit=FIT):
-    code = launcher.main(["coco", group, "--configs", config, "--data", str(data),
-                          "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs"), *fit])
+    code = cli.main(["coco", group, "--configs", config, "--data", str(data),
+                     "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs"), *fit])
     captured = capsys.readouterr()
     return code, captured.err, captured.out
 
@@ -146,9 +148,9 @@ def test_masks_are_not_checked_for_a_box_model(fresh_coco):
             del ann["segmentation"]
 
     edit_coco_annotations(fresh_coco, "train", strip)
-    args = launcher.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
-                                str(fresh_coco), *FIT])
-    preflight.check_coco(launcher.load_config(launcher.select_jobs(args, toy=False)[0], fresh_coco, args), {})
+    args = cli.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
+                           str(fresh_coco), *FIT])
+    preflight.check_coco(run_config(planning.select_jobs(args, toy=False)[0], fresh_coco, args), {})
 
 
 def test_malformed_rle_and_polygons(capsys, fresh_coco, no_launch):
@@ -188,5 +190,5 @@ def test_rle_counts_string_decodes_as_pycocotools_encodes():
     image = {"height": 48, "width": 64}
     good = {"size": [48, 64], "counts": mask_utils.encode(np.asfortranarray(np.ones((48, 64), np.uint8)))["counts"]
             .decode()}
-    assert data_checks._rle_problem(good, image) is None
-    assert "runs cover 100 pixels, not 48x64" in data_checks._rle_problem({"size": [48, 64], "counts": [100]}, image)
+    assert data_checks.rle_problem(good, image) is None
+    assert "runs cover 100 pixels, not 48x64" in data_checks.rle_problem({"size": [48, 64], "counts": [100]}, image)

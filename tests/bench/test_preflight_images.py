@@ -10,15 +10,17 @@ import pytest
 from support import require, runs
 
 require.module("mmdet")
-from involution_ops.bench import file_facts, launcher, preflight  # noqa: E402
+from involution_ops.bench import file_facts, preflight  # noqa: E402
+from involution_ops.bench.launch import cli, planning  # noqa: E402
+from support.runs import run_config  # noqa: E402
 
 FIT = ["--cfg-options", *runs.FIT_TOY_COCO]
 
 
 
 def _preflight(capsys, data):
-    code = launcher.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),
-                          "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs"), *FIT])
+    code = cli.main(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data", str(data),
+                     "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs"), *FIT])
     captured = capsys.readouterr()
     return code, captured.err, captured.out
 
@@ -101,9 +103,9 @@ def test_a_second_check_reads_no_image(fresh_coco, monkeypatch):
     reads = []
     real = file_facts.READERS["image"]
     monkeypatch.setitem(file_facts.READERS, "image", lambda path: reads.append(path) or real(path))
-    args = launcher.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
-                                str(fresh_coco), *FIT])
-    cfg = launcher.load_config(launcher.select_jobs(args, toy=False)[0], fresh_coco, args)
+    args = cli.parse_args(["coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco", "--data",
+                           str(fresh_coco), *FIT])
+    cfg = run_config(planning.select_jobs(args, toy=False)[0], fresh_coco, args)
     preflight.check_coco(cfg, {})
     assert len(reads) == 48 + 16
     reads.clear()

@@ -13,7 +13,9 @@ from support import require
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
-from involution_ops.bench import file_facts, launcher, preflight, toy_data  # noqa: E402
+from involution_ops.bench import file_facts, preflight, toy_data  # noqa: E402
+from involution_ops.bench.launch import cli, planning  # noqa: E402
+from support.runs import run_config  # noqa: E402
 
 # Cityscapes' train id -> label id (cityscapesscripts' labels.py), for the classes the toy streets use.
 RAW_ID = {0: 7, 1: 8, 2: 11, 5: 17, 7: 20, 8: 21, 10: 23, 11: 24, 13: 26, 255: 0}
@@ -49,8 +51,8 @@ def _to_raw_ids(train_ids: np.ndarray) -> np.ndarray:
 
 def _preflight(monkeypatch, capsys, data: Path) -> tuple[int, str]:
     monkeypatch.chdir(ROOT)
-    code = launcher.main(["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data", str(data),
-                          "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs")])
+    code = cli.main(["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data", str(data),
+                     "--work-dir", str(data.parent / "wd"), "--runs-dir", str(data.parent / "runs")])
     return code, capsys.readouterr().err
 
 
@@ -87,9 +89,9 @@ def test_labels_are_read_once_per_file_identity(cityscapes, monkeypatch):
     real = file_facts.READERS["label"]
     monkeypatch.setitem(file_facts.READERS, "label", lambda path: reads.append(path) or real(path))
     monkeypatch.chdir(ROOT)
-    args = launcher.parse_args(["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data",
-                                str(cityscapes)])
-    cfg = launcher.load_config(launcher.select_jobs(args, toy=False)[0], cityscapes, args)
+    args = cli.parse_args(["cityscapes", "fpn", "--configs", "fpn_red50_512x1024_80k_cityscapes", "--data",
+                           str(cityscapes)])
+    cfg = run_config(planning.select_jobs(args, toy=False)[0], cityscapes, args)
     preflight.check_cityscapes(cfg)
     assert len(reads) == 24 + 8
     reads.clear()

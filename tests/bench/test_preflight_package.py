@@ -11,7 +11,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
-from involution_ops.bench import config_checks, file_facts, launcher, mmconfig, preflight, run_process, runconfig  # noqa: E402
+from involution_ops.bench import config_checks, file_facts, mmconfig, preflight, run_process, runconfig  # noqa: E402
+from involution_ops.bench.launch import cli, planning  # noqa: E402
+from support.runs import run_config  # noqa: E402
 from involution_ops.bench import weight_checks  # noqa: E402
 from involution_ops.bench.preflight import PreflightCache, PreflightError, checkpoint_fit  # noqa: E402
 
@@ -109,23 +111,23 @@ def test_run_preflight_checks_what_the_launcher_checks(capsys, monkeypatch, toy_
     monkeypatch.setenv(file_facts.CACHE_ENV, str(tmp_path / "cache"))
     pretrained = tmp_path / "rednet50_imagenet.pth"  # the real config on real-layout data loads ImageNet weights
     torch.save({"state_dict": RedNet(50, stem_kernel_size=3).state_dict(), "meta": {}}, pretrained)
-    args = launcher.parse_args(["coco", "retinanet", "--configs", FPN, "--data", str(toy_coco), "--pretrained",
-                                str(pretrained), "--work-dir",
-                                str(tmp_path / "work_dirs"), "--runs-dir", str(tmp_path / "runs"),
-                                "--cfg-options", *runs.FIT_TOY_COCO])
+    args = cli.parse_args(["coco", "retinanet", "--configs", FPN, "--data", str(toy_coco), "--pretrained",
+                           str(pretrained), "--work-dir",
+                           str(tmp_path / "work_dirs"), "--runs-dir", str(tmp_path / "runs"),
+                           "--cfg-options", *runs.FIT_TOY_COCO])
     jobs, configs, context = preflight.run_preflight(args)
     out = capsys.readouterr().out
-    assert [j.name for j in jobs] == [FPN] and (context.dataset, context.partition_gpus) == ("coco", None)
+    assert [j.model.name for j in jobs] == [FPN] and (context.dataset, context.partition_gpus) == ("coco", None)
     # the config the run will train with: built once, as the launcher builds it
-    built = launcher.load_config(launcher.select_jobs(args, toy=False)[0], toy_coco, args)
+    built = run_config(planning.select_jobs(args, toy=False)[0], toy_coco, args)
     assert configs[FPN].to_dict() == built.to_dict()
     assert configs[FPN].model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(pretrained))
     assert f"pre-flight checks: 1 config(s) on coco data at {toy_coco}" in out
     assert f"ok  {FPN}" in out and "keep their initialisation" in out  # PRETRAINED checked against the backbone
     assert not (tmp_path / "work_dirs").exists() or not any((tmp_path / "work_dirs").rglob("config.py"))
 
-    broken = launcher.parse_args(["coco", "retinanet", "--configs", FPN, "--data", str(toy_coco), "--pretrained",
-                                  str(tmp_path / "absent.pth")])
+    broken = cli.parse_args(["coco", "retinanet", "--configs", FPN, "--data", str(toy_coco), "--pretrained",
+                             str(tmp_path / "absent.pth")])
     with pytest.raises(PreflightError, match=r"pretrained backbone weights .*absent.pth not found\. Fix: download"):
         preflight.run_preflight(broken)
 
@@ -175,7 +177,7 @@ def test_the_speed_benchmark_builds_its_models_through_mmconfig(toy_model):
     from involution_ops.bench.speed import builders
 
     _, reference = toy_model
-    built = builders._build_mm(str(TOY_FPN.relative_to(ROOT)), "mmdet", torch.device("cpu"))
+    built = builders.build_mm_model(str(TOY_FPN.relative_to(ROOT)), "mmdet", torch.device("cpu"))
     assert type(built) is type(reference)
     assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
 
@@ -185,7 +187,7 @@ def test_an_empty_pretrained_file_is_named_as_such_by_the_launch(tmp_path):
     file counts as missing (both as before the pre-flight became a package)."""
     empty = tmp_path / "rednet50.pth"
     empty.touch()
-    args = launcher.parse_args(["coco", "retinanet", "--configs", FPN, "--pretrained", str(empty)])
+    args = cli.parse_args(["coco", "retinanet", "--configs", FPN, "--pretrained", str(empty)])
     with pytest.raises(weight_checks.WeightsError, match=f"PRETRAINED={empty}: "):
         preflight.run_preflight(args)
     with pytest.raises(PreflightError, match=f"pretrained backbone weights {empty} not found"):

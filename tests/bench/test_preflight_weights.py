@@ -14,7 +14,9 @@ from support import REPO_ROOT as ROOT, require, runs
 import torch
 
 require.module("mmdet")
-from involution_ops.bench import launcher, preflight, run_process  # noqa: E402
+from involution_ops.bench import preflight, run_process  # noqa: E402
+from involution_ops.bench.launch import cli, planning  # noqa: E402
+from support.runs import run_config  # noqa: E402
 
 from involution_ops import RedNet  # noqa: E402
 
@@ -28,7 +30,7 @@ class RunsShell:
 
 
 def _main(capsys, *argv):
-    code = launcher.main([*GROUP, *argv])
+    code = cli.main([*GROUP, *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -88,11 +90,11 @@ def pretrained_files(tmp_path_factory):
 
 
 def _check_pretrained(path, data, extra=()):
-    args = launcher.parse_args([*GROUP, "--configs", FPN, "--data", str(data), "--pretrained", str(path),
-                                 "--cfg-options", "model.bbox_head.num_classes=3", *extra])
-    job = launcher.select_jobs(args, toy=False)[0]
-    cfg = launcher.load_config(job, data, args)
-    preflight.check_pretrained(cfg, args.pretrained, "coco", job.name)
+    args = cli.parse_args([*GROUP, "--configs", FPN, "--data", str(data), "--pretrained", str(path),
+                           "--cfg-options", "model.bbox_head.num_classes=3", *extra])
+    job = planning.select_jobs(args, toy=False)[0]
+    cfg = run_config(job, data, args)
+    preflight.check_pretrained(cfg, args.pretrained, "coco", job.model.name)
 
 
 def test_resnet50_weights_are_refused(capsys, pretrained_files, toy_coco, tmp_path, no_launch):
@@ -134,12 +136,12 @@ def test_other_depth_and_prefixed_files_are_refused(pretrained_files, toy_coco, 
 
 def test_the_configs_own_pretrained_file_is_checked_too(pretrained_files, toy_coco):
     path = pretrained_files["resnet50.pth"]
-    args = launcher.parse_args([*GROUP, "--configs", FPN, "--data", str(toy_coco), "--cfg-options",
-                                 "model.bbox_head.num_classes=3", f"model.backbone.init_cfg.checkpoint={path}"])
-    job = launcher.select_jobs(args, toy=False)[0]
-    cfg = launcher.load_config(job, toy_coco, args)
+    args = cli.parse_args([*GROUP, "--configs", FPN, "--data", str(toy_coco), "--cfg-options",
+                           "model.bbox_head.num_classes=3", f"model.backbone.init_cfg.checkpoint={path}"])
+    job = planning.select_jobs(args, toy=False)[0]
+    cfg = run_config(job, toy_coco, args)
     with pytest.raises(preflight.PreflightError, match=f"{path} \\(for model.backbone of {FPN}\\) do not fit"):
-        preflight.check_pretrained(cfg, args.pretrained, "coco", job.name)
+        preflight.check_pretrained(cfg, args.pretrained, "coco", job.model.name)
 
 
 # ------------------------------------------------------------------ CKPT against the model
@@ -186,9 +188,9 @@ def test_ckpt_is_evaluated_with_the_config_of_its_run_folder(fpn_checkpoint, tmp
     from involution_ops.bench import runconfig
 
     path = _place(fpn_checkpoint, tmp_path, FPN)
-    args = launcher.parse_args([*GROUP, "--configs", FPN, "--cfg-options", "model.test_cfg.score_thr=0.123"])
-    job = launcher.select_jobs(args, toy=True)[0]
-    runconfig.place_in_run_dir(launcher.load_config(job, launcher.resolve_data(args)[0], args), path.parent)
+    args = cli.parse_args([*GROUP, "--configs", FPN, "--cfg-options", "model.test_cfg.score_thr=0.123"])
+    job = planning.select_jobs(args, toy=True)[0]
+    runconfig.place_in_run_dir(run_config(job, planning.resolve_data(args)[0], args), path.parent)
     launched = []
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: launched.append(command)
                         or subprocess.CompletedProcess(command, 0))
@@ -203,17 +205,17 @@ def test_ckpt_is_evaluated_with_the_config_of_its_run_folder(fpn_checkpoint, tmp
 
 
 def test_checkpoint_is_matched_by_content(capsys, fpn_checkpoint, tmp_path):
-    args = launcher.parse_args([*GROUP])
-    data_root, _ = launcher.resolve_data(args)
-    jobs = launcher.select_jobs(args, toy=True)
-    configs = {job.name: launcher.load_config(job, data_root, args) for job in jobs}
+    args = cli.parse_args([*GROUP])
+    data_root, _ = planning.resolve_data(args)
+    jobs = planning.select_jobs(args, toy=True)
+    configs = {job.model.name: run_config(job, data_root, args) for job in jobs}
     placed = _place(fpn_checkpoint, tmp_path, FPN)
-    assert [j.name for j in preflight.match_checkpoint(jobs, str(placed), configs)] == [FPN]
+    assert [j.model.name for j in preflight.match_checkpoint(jobs, str(placed), configs)] == [FPN]
     loose = tmp_path / "somewhere" / "weights.pth"  # no folder name and no experiment name: content decides
     loose.parent.mkdir()
     state = torch.load(fpn_checkpoint, weights_only=True)["state_dict"]
     torch.save({"state_dict": state}, loose)
-    assert [j.name for j in preflight.match_checkpoint(jobs, str(loose), configs)] == [FPN]
+    assert [j.model.name for j in preflight.match_checkpoint(jobs, str(loose), configs)] == [FPN]
     del state["bbox_head.retina_cls.bias"]
     torch.save({"state_dict": state}, loose)
     with pytest.raises(preflight.PreflightError, match="missing 1: bbox_head.retina_cls.bias.*fits no config"):

@@ -265,7 +265,7 @@ def test_a_record_that_cannot_go_to_results_runs_is_kept_in_the_run_folder(tmp_p
     cfg = _cfg(tmp_path, blocked)
     (tmp_path / "run").mkdir()
     record = {"name": "m", "suite": "coco", "dataset": "toy", "metrics": {"bbox_AP": 1.5}}
-    assert run_process._write(cfg, record) == 3
+    assert run_process.write_run_record(cfg, record) == 3
     (kept,) = (tmp_path / "run").glob("m__toy__*.json")
     assert strict_loads(kept.read_text())["metrics"] == {"bbox_AP": 1.5}
     assert strict_loads(kept.read_text())["status"] == "ok"

@@ -1,7 +1,7 @@
 """The run record (involution_ops.bench.records): one type, one writer, one reader.
 
 A record built by the training process's record builder (run_process.run_record) and written by it
-(run_process._write) is read by the tables and by resume planning through the one reader; records
+(run_process.write_run_record) is read by the tables and by resume planning through the one reader; records
 of schema 1 (the committed table fixtures, anyone's results/runs) are upgraded there; a record
 whose status is not "ok" reaches neither the tables nor resume planning."""
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_a_training_record_is_read_by_the_tables_and_by_resume_planning(tmp_path
     record = trained_record(cfg)
     assert records.record_problem(record) is None and record["metrics"] == {"bbox_AP": 43.21}
     assert record["params_total_m"] == round(sum(p.numel() for p in nn.Linear(3, 2).parameters()) / 1e6, 3)
-    assert run_process._write(cfg, record) == 0
+    assert run_process.write_run_record(cfg, record) == 0
     (path,) = (tmp_path / "runs").glob("*.json")
     read = records.read_record(path)
     assert read == json.loads(json.dumps(record))  # what the builder made, whole
@@ -98,7 +98,7 @@ def test_a_record_kept_in_its_run_folder_counts_as_finished(tmp_path, capsys):
     """results/runs could not be written (exit 3): resume planning still finds the record in the run folder."""
     cfg = run_cfg(tmp_path)
     (tmp_path / "runs").write_text("a file where the runs folder should be")
-    assert run_process._write(cfg, trained_record(cfg)) == 3
+    assert run_process.write_run_record(cfg, trained_record(cfg)) == 3
     run_dir = Path(cfg.work_dir)
     assert records.finished_run_dirs(tmp_path / "runs") == set()
     assert records.finished_run_dirs(tmp_path / "runs", [run_dir]) == {run_dir.resolve()}

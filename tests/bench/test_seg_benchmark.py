@@ -12,7 +12,9 @@ import pytest
 from support import REPO_ROOT as ROOT, require, runs
 
 require.module("mmseg")
-from involution_ops.bench import launcher, preflight, toy_data  # noqa: E402
+from involution_ops.bench import preflight, toy_data  # noqa: E402
+from involution_ops.bench.launch import cli, planning  # noqa: E402
+from support.runs import run_config  # noqa: E402
 
 CONFIG = "fpn_red50_neck_512x1024_80k_cityscapes"
 
@@ -42,14 +44,14 @@ def _preflight(monkeypatch, capsys, data: Path, *extra: str) -> str:
 
 def test_well_formed_data_passes_the_checks(cityscapes_copy, monkeypatch):
     monkeypatch.chdir(ROOT)
-    args = launcher.parse_args(["cityscapes", "all", "--data", str(cityscapes_copy), "--baselines"])
-    jobs = launcher.select_jobs(args, toy=False)
-    assert [job.name for job in jobs] == [
+    args = cli.parse_args(["cityscapes", "all", "--data", str(cityscapes_copy), "--baselines"])
+    jobs = planning.select_jobs(args, toy=False)
+    assert [job.model.name for job in jobs] == [
         "fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_cityscapes",
         "upernet_red50_512x1024_80k_cityscapes", "fpn_r50_512x1024_80k_cityscapes",
         "upernet_r50_512x1024_80k_cityscapes"]
     for job in jobs:
-        cfg = launcher.load_config(job, cityscapes_copy, args)
+        cfg = run_config(job, cityscapes_copy, args)
         preflight.check_cityscapes(cfg)  # raises PreflightError on a problem
 
 

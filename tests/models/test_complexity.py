@@ -168,7 +168,7 @@ SEGMENTORS = ["fpn_red50_512x1024_80k_cityscapes", "fpn_red50_neck_512x1024_80k_
 
 
 @pytest.fixture(scope="module")
-def flops(zoo):
+def flops(manifest):
     from involution_ops.bench import flops
 
     return flops
@@ -185,22 +185,22 @@ def _check_row(row: dict, expected_gflops: float | None = None) -> None:
     assert row["params_total_m"] >= row["params_trainable_m"] > 0
     assert row["gflops_full"] > 0
     assert set(row) == {
-        "name", "task", "config", "input_shape", "params_trainable_m", "params_total_m", "gflops_paper", "gflops_full"
+        "name", "suite", "config", "input_shape", "params_trainable_m", "params_total_m", "gflops_paper", "gflops_full"
     }
 
 
 @pytest.mark.parametrize("depth", [26, 38, 50, 101, 152])
-def test_imagenet_rows_match_measured(flops, zoo, depth):
-    row = flops.row(zoo.get(f"RedNet-{depth}"))
+def test_imagenet_rows_match_measured(flops, manifest, depth):
+    row = flops.row(manifest.get(f"RedNet-{depth}"))
     assert row["name"] == f"RedNet-{depth}" and row["input_shape"] == [3, 224, 224]
     _check_row(row)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
-def test_detector_rows_match_measured(flops, zoo, openmmlab, name):
-    model = zoo.get(name)
+def test_detector_rows_match_measured(flops, manifest, openmmlab, name):
+    model = manifest.get(name)
     row = flops.row(model)
-    assert row["input_shape"] == [3, 800, 1280] and row["task"] == "coco"
+    assert row["input_shape"] == [3, 800, 1280] and row["suite"] == "coco"
     # The row (released 7x7 stem) and the reference's backbone differ by exactly the stem.
     ours = flops.count_detector(model)
     reference_backbone = flops.count_detector(model, options=REFERENCE_BACKBONE)
@@ -220,28 +220,28 @@ def test_detector_counts_on_meta_equal_real_tensors(flops, openmmlab, monkeypatc
     counts = []
     for device in ("meta", "cpu"):
         monkeypatch.setattr(flops, "DEVICE", device)
-        model = flops._build_from_config(ROOT / "det_configs/_base_/models/mask_rcnn_red50_neck_fpn_head.py", "mmdet")
-        counts.append(measure(model, flops.detector_forward(model, flops._image([3, 64, 96]))))
+        model = flops.build_from_config(ROOT / "det_configs/_base_/models/mask_rcnn_red50_neck_fpn_head.py", "mmdet")
+        counts.append(measure(model, flops.detector_forward(model, flops.blank_image([3, 64, 96]))))
     assert counts[0] == counts[1]
 
 
-def test_resnet50_retinanet_baseline_matches_measured(flops, zoo, openmmlab):
-    _check_row(flops.row(zoo.get("retinanet_r50_fpn_1x_coco")))
+def test_resnet50_retinanet_baseline_matches_measured(flops, manifest, openmmlab):
+    _check_row(flops.row(manifest.get("retinanet_r50_fpn_1x_coco")))
 
 
 @pytest.mark.parametrize("name", SEGMENTORS)
-def test_segmentor_rows_match_measured(flops, zoo, openmmlab, name):
-    row = flops.row(zoo.get(name))
-    assert row["input_shape"] == [3, 1024, 2048] and row["task"] == "cityscapes"
+def test_segmentor_rows_match_measured(flops, manifest, openmmlab, name):
+    row = flops.row(manifest.get(name))
+    assert row["input_shape"] == [3, 1024, 2048] and row["suite"] == "cityscapes"
     assert row["params_total_m"] == row["params_trainable_m"]  # segmentation freezes nothing
     _check_row(row)
 
 
-def test_mask_head_wrapper_classes_explain_the_published_figure(flops, zoo, openmmlab):
+def test_mask_head_wrapper_classes_explain_the_published_figure(flops, manifest, openmmlab):
     # The paper's 104.6 G: 2021 convention plus the mask head's wrapper-class conv_logits
     # (100 x 80 x 28 x 28 outputs of a 1x1 conv over 256 channels, + bias) and deconv
     # (100 x 256 x 14 x 14 inputs, 2x2 taps to 256 channels, + bias on 256 x 28 x 28).
-    model = zoo.get("mask_rcnn_red50_neck_fpn_head_1x_coco")
+    model = manifest.get("mask_rcnn_red50_neck_fpn_head_1x_coco")
     exact = flops.count_detector(model)
     wrappers = flops.count_detector(model, match_subclasses=True)
     conv_logits = 100 * 80 * 28 * 28 * (256 + 1)
@@ -254,11 +254,11 @@ def test_mask_head_wrapper_classes_explain_the_published_figure(flops, zoo, open
 
 def test_table_shows_paper_ours_difference_and_notes(flops):
     rows = [
-        {"name": "a_model", "task": "coco", "config": "x.py", "input_shape": [3, 800, 1280],
+        {"name": "a_model", "suite": "coco", "config": "x.py", "input_shape": [3, 800, 1280],
          "params_trainable_m": 27.81, "params_total_m": 27.95, "gflops_paper": 210.6, "gflops_full": 209.6},
-        {"name": "RedNet-50", "task": "imagenet", "config": "y", "input_shape": [3, 224, 224],
+        {"name": "RedNet-50", "suite": "imagenet", "config": "y", "input_shape": [3, 224, 224],
          "params_trainable_m": 15.54, "params_total_m": 15.54, "gflops_paper": 2.69, "gflops_full": 2.648},
-        {"name": "new_model", "task": "coco", "config": "z.py", "input_shape": [3, 800, 1280],
+        {"name": "new_model", "suite": "coco", "config": "z.py", "input_shape": [3, 800, 1280],
          "params_trainable_m": 1.0, "params_total_m": 1.0, "gflops_paper": 1.0, "gflops_full": 1.0},
     ]
     paper = {"a_model": {"params_m": 27.8, "gflops": 210.1}, "RedNet-50": {"params_m": 15.54, "gflops": 2.71}}
@@ -279,9 +279,9 @@ def test_table_shows_paper_ours_difference_and_notes(flops):
     assert "1. a_model: why it differs" in lines
 
 
-def test_make_flops_writes_json_and_table(flops, zoo, tmp_path):
+def test_make_flops_writes_json_and_table(flops, manifest, tmp_path):
     out, table = tmp_path / "complexity.json", tmp_path / "complexity.md"
-    text = flops.make_flops(zoo, out, table, only=["RedNet-26"], progress=lambda message: None)
+    text = flops.make_flops(manifest, out, table, only=["RedNet-26"], progress=lambda message: None)
     rows = json.loads(out.read_text())
     assert [row["name"] for row in rows] == ["RedNet-26"]
     _check_row(rows[0])
@@ -289,7 +289,7 @@ def test_make_flops_writes_json_and_table(flops, zoo, tmp_path):
     assert "| RedNet-26 [1] | imagenet | 3x224x224 | 9.23 |" in text
     assert "-0.020 (-1.2%)" in text and "1. RedNet-26:" in text
     with pytest.raises(ValueError, match="RedNet-27"):
-        flops.make_flops(zoo, out, table, only=["RedNet-27"], progress=lambda message: None)
+        flops.make_flops(manifest, out, table, only=["RedNet-27"], progress=lambda message: None)
 
 
 def test_command_line_rejects_an_unknown_row(tmp_path):

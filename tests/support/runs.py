@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from . import REPO_ROOT
 
@@ -53,10 +53,24 @@ FULL_RETINANET = ("coco", "retinanet", "--configs", "retinanet_red50_fpn_1x_coco
 def benchmark_in_process(capsys, *argv: str) -> tuple[int, str]:
     """scripts/benchmark.py `argv` run in this process: its exit code and what it wrote to stderr
     (for the pre-flight tests, whose runs must stop before anything starts)."""
-    from involution_ops.bench import launcher
+    from involution_ops.bench.launch import cli
 
-    code = launcher.main(list(argv))
+    code = cli.main(list(argv))
     return code, capsys.readouterr().err
+
+
+def run_config(job: Any, data_root: Path, options: Any, warned: set | None = None,
+               dataset: str | None = None, device: str | None = None) -> Any:
+    """The config a launch of `options` builds for `job` on `data_root` (launch.planning.load_config),
+    with the run context made here: the dataset label follows the config's folder (toy or the
+    suite) unless given, the device is planned as a launch plans it unless given."""
+    from involution_ops.bench.launch import planning
+    from involution_ops.bench.manifest import load_manifest
+
+    dataset = dataset or ("toy" if job.config.parent.name == "toy" else options.suite)
+    context = planning.run_context(options, load_manifest(), data_root, dataset,
+                                   device=device or planning.planned_device(options))
+    return planning.load_config(job, context, warned)
 
 
 def free_port() -> int:

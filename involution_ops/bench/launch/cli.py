@@ -9,7 +9,7 @@ import shlex
 import sys
 import warnings
 
-from .. import zoo
+from ..manifest import TRAINED_SUITES, Manifest, load_manifest
 from ..paper_batch import DEFAULT_MODE, MODES
 from ..output import REPO_ROOT as REPO
 from ..launch_checks import make_command
@@ -27,13 +27,13 @@ EXAMPLES = """examples:
 """
 
 
-def build_parser(manifest: zoo.Zoo) -> argparse.ArgumentParser:
+def build_parser(manifest: Manifest) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Train and evaluate the paper's models of one suite.")
-    parser.add_argument("suite", choices=list(zoo.TRAINED_SUITES))
+    parser.add_argument("suite", choices=list(TRAINED_SUITES))
     parser.add_argument("group", help="; ".join(f"{suite}: {' | '.join(manifest.groups(suite) + ['all'])}"
-                                                for suite in zoo.TRAINED_SUITES))
+                                                for suite in TRAINED_SUITES))
     parser.add_argument("--data", help="dataset root (default data/coco or data/cityscapes; "
                                        "absent default -> built-in toy data)")
     parser.add_argument("--gpus", type=int, default=1, help="processes per node (GPUs; gloo processes on a CPU)")
@@ -65,9 +65,9 @@ def build_parser(manifest: zoo.Zoo) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None, manifest: zoo.Zoo | None = None) -> LaunchOptions:
+def parse_args(argv: list[str] | None, manifest: Manifest | None = None) -> LaunchOptions:
     """The launch options of a command line; a wrong combination exits with argparse's usage error."""
-    manifest = manifest or zoo.load()
+    manifest = manifest or load_manifest()
     parser = build_parser(manifest)
     args = parser.parse_args(argv)
     cfg_options = [*args.cfg_options, *_cfg_options_line(parser, args.cfg_options_line)]

@@ -64,7 +64,7 @@ def launch_prefix(options: LaunchOptions, job_name: str, partition_gpus: bool | 
 
 def job_command(job: Job, options: LaunchOptions, config: Path, partition_gpus: bool | None = None) -> list[str]:
     """The command that starts a job's processes on its run's config.py."""
-    prefix = launch_prefix(options, job.name, partition_gpus)
+    prefix = launch_prefix(options, job.model.name, partition_gpus)
     if options.ckpt:
         return [*prefix, str(SCRIPTS / "test.py"), str(config)]
     return [*prefix, str(SCRIPTS / "train.py"), str(config), *(["--resume"] if job.resume else [])]

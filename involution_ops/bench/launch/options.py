@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .. import zoo
+    from ..manifest import Manifest, Model
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,12 @@ class LaunchOptions:
         return self.gpus * self.nnodes
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    name: str  # official config stem, used in records, tables and work dirs
-    config: Path  # model config file (the toy variant on toy data)
+    """One model of the manifest as a launch runs it."""
+
+    model: Model  # its name (the official config stem) names records, tables and work dirs
+    config: Path  # the config it trains with: the model's, or its toy variant on toy data
     resume: bool = False  # continue the newest run of this config (RESUME=1 and it has one)
     run_dir: Path | None = None  # RESUME=1: the run folder it continues
 
@@ -54,7 +56,7 @@ class RunContext:
     """What a launch decides once, before its first config is built, for all its runs."""
 
     options: LaunchOptions
-    manifest: zoo.Zoo
+    manifest: Manifest
     data_root: Path
     dataset: str  # the dataset label records carry: toy | coco | cityscapes
     device: str  # where the training processes run: cuda | cpu (gloo processes)

@@ -2,12 +2,13 @@
 config (built, or read back for RESUME=1 and CKPT), resume planning, and the run folders."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import zoo
+from ..manifest import Manifest, load_manifest
 from ..output import REPO_ROOT as REPO
 from ..output import banner
 from ..mmconfig import scope_of
@@ -22,8 +23,8 @@ from .commands import launcher_kind, slurm_partition_has_gpus
 from .options import Job, LaunchOptions, RunContext
 
 
-def select_jobs(options: LaunchOptions, toy: bool, manifest: zoo.Zoo | None = None) -> list[Job]:
-    models = (manifest or zoo.load()).jobs(options.suite, options.group, baselines=options.baselines)
+def select_jobs(options: LaunchOptions, toy: bool, manifest: Manifest | None = None) -> list[Job]:
+    models = (manifest or load_manifest()).target_models(options.suite, options.group, baselines=options.baselines)
     if options.configs:
         known = {model.name: model for model in models}
         unknown = [n for n in options.configs if n not in known]
@@ -35,11 +36,11 @@ def select_jobs(options: LaunchOptions, toy: bool, manifest: zoo.Zoo | None = No
         config = model.config_for(toy)
         if not config.is_file():
             raise PreflightError(f"config {relative(config)} is missing from this checkout")
-        jobs.append(Job(model.name, config))
+        jobs.append(Job(model, config))
     return jobs
 
 
-def resolve_data(options: LaunchOptions, manifest: zoo.Zoo | None = None) -> tuple[Path, str]:
+def resolve_data(options: LaunchOptions, manifest: Manifest | None = None) -> tuple[Path, str]:
     """(data root, dataset label). Only the default location may fall back to the toy data."""
     if options.data:
         root = Path(options.data).expanduser()
@@ -47,7 +48,7 @@ def resolve_data(options: LaunchOptions, manifest: zoo.Zoo | None = None) -> tup
             raise PreflightError(f"DATA={options.data}: no such folder. Fix: point DATA at your {options.suite} "
                                  f"root, or leave DATA unset to use the built-in toy data")
         return root.resolve(), options.suite
-    default_data = (manifest or zoo.load()).default_data(options.suite)
+    default_data = (manifest or load_manifest()).default_data(options.suite)
     default = REPO / default_data
     if default.is_dir():
         return default, options.suite
@@ -67,7 +68,7 @@ def planned_device(options: LaunchOptions, partition_gpus: bool | None = None) -
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_context(options: LaunchOptions, manifest: zoo.Zoo, data_root: Path, dataset: str,
+def run_context(options: LaunchOptions, manifest: Manifest, data_root: Path, dataset: str,
                 device: str | None = None) -> RunContext:
     """The run context of a launch on ``data_root``: asks sinfo (SLURM_PARTITION) and torch (the
     device) once; ``device`` given: that device, and no sinfo."""
@@ -83,7 +84,7 @@ def run_context(options: LaunchOptions, manifest: zoo.Zoo, data_root: Path, data
 
 def run_spec(job: Job, context: RunContext) -> RunSpec:
     options = context.options
-    return RunSpec(suite=options.suite, name=job.name, config=job.config, dataset=context.dataset,
+    return RunSpec(model=job.model, config=job.config, dataset=context.dataset,
                    data_root=context.data_root, runs_dir=options.runs_dir, launcher=context.launcher,
                    device=context.device, world_size=options.world_size, seed=options.seed,
                    deterministic=options.deterministic, amp=options.amp, pretrained=options.pretrained,
@@ -114,7 +115,7 @@ def evaluation_config(job: Job, cfg: Any, context: RunContext, cache: PreflightC
     tensor of the checkpoint), else the target's config; set to load the checkpoint."""
     ckpt = context.options.ckpt
     saved = Path(ckpt).resolve().parent / CONFIG_NAME
-    if saved.is_file() and _run_name(saved) == job.name:
+    if saved.is_file() and _run_name(saved) == job.model.name:
         cfg = reload_config(saved, job, context, True, warned)
         checkpoint = read_weights(ckpt, f"CKPT={ckpt}", cache)
         problem = checkpoint_fit(checkpoint, cfg.model, relative(saved), scope_of(cfg)).problem(
@@ -149,22 +150,22 @@ def plan_resume(jobs: list[Job], options: LaunchOptions) -> list[Job]:
     """RESUME=1 on a group: continue each config's newest run with a checkpoint, start the configs
     that have none (killed before their first checkpoint, or never started), and leave out those
     whose newest run already finished (it has a record)."""
-    newest = {job.name: latest_resumable(Path(options.work_dir) / options.suite / job.name) for job in jobs}
+    newest = {job.model.name: latest_resumable(Path(options.work_dir) / options.suite / job.model.name) for job in jobs}
     finished = finished_run_dirs(options.runs_dir, [found for found in newest.values() if found is not None])
     planned = []
     for job in jobs:
-        found = newest[job.name]
+        found = newest[job.model.name]
         if found is not None and found.resolve() in finished:
-            print(f"  done {job.name}: its newest run {found} has finished (record in {options.runs_dir}); "
+            print(f"  done {job.model.name}: its newest run {found} has finished (record in {options.runs_dir}); "
                   f"not run again", flush=True)
             continue
-        planned.append(Job(job.name, job.config, resume=found is not None,
-                           run_dir=found.resolve() if found is not None else None))
-        print(f"  {'resume' if found is not None else 'start '} {job.name}"
+        planned.append(dataclasses.replace(job, resume=found is not None,
+                                           run_dir=found.resolve() if found is not None else None))
+        print(f"  {'resume' if found is not None else 'start '} {job.model.name}"
               + (f" from {found}" if found is not None else ": no run with a checkpoint yet, starts afresh"),
               flush=True)
     if planned and not any(job.resume for job in planned):
-        folders = ", ".join(str(Path(options.work_dir) / options.suite / job.name) for job in planned)
+        folders = ", ".join(str(Path(options.work_dir) / options.suite / job.model.name) for job in planned)
         raise PreflightError(f"RESUME=1 but {folders} holds no run with a checkpoint. Fix: start without "
                              f"RESUME=1, or set WORK_DIR to the folder of the killed runs")
     return planned
@@ -190,10 +191,10 @@ def write_run_config(job: Job, cfg: Any, options: LaunchOptions) -> tuple[Path, 
     Node 0 writes into the run folder (a new one, or the resumed one); the launchers of the other
     nodes write a stand-in that their processes drop for rank 0's file (run_process.load_run_config)."""
     if options.node_rank > 0:
-        scratch = Path(tempfile.mkdtemp(prefix=f"involution-{job.name}-node{options.node_rank}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"involution-{job.model.name}-node{options.node_rank}-"))
         cfg.dump(str(scratch / CONFIG_NAME))
         return scratch / CONFIG_NAME, scratch
     if job.run_dir is not None:  # RESUME=1: the run's config.py stays as it was; this session gets its own file
         return place_in_run_dir(cfg, job.run_dir, resume_config_name(job.run_dir)), None
-    root = Path(options.work_dir) / options.suite / job.name
+    root = Path(options.work_dir) / options.suite / job.model.name
     return place_in_run_dir(cfg, new_run_dir(root, "-eval" if options.ckpt else "")), None

@@ -24,11 +24,11 @@ def interrupted_message(options: LaunchOptions, job: Job | None, run_dir: Path |
     if job is None:
         return "interrupted before any run started; nothing was written. Run the same command again to start"
     if options.ckpt:
-        return f"interrupted: the evaluation of {job.name} stopped. Run the same command again to evaluate it"
+        return f"interrupted: the evaluation of {job.model.name} stopped. Run the same command again to evaluate it"
     if run_dir is not None and not (run_dir / "last_checkpoint").is_file() and not job.resume:
-        return (f"interrupted: {job.name} stopped before its first checkpoint (nothing to resume in {run_dir}). "
+        return (f"interrupted: {job.model.name} stopped before its first checkpoint (nothing to resume in {run_dir}). "
                 f"Run the same command again to start it anew")
-    return (f"interrupted: {job.name} stopped; its checkpoints are in {run_dir or options.work_dir}. "
+    return (f"interrupted: {job.model.name} stopped; its checkpoints are in {run_dir or options.work_dir}. "
             f"Continue with: {make_command(options, resume=True)} (scripts/benchmark.py: the same arguments "
             f"and --resume)")
 
@@ -59,10 +59,10 @@ def run_jobs(jobs: list[Job], configs: dict[str, Any], context: RunContext) -> i
     env = commands.child_environment(options)
     summary = []
     for index, job in enumerate(jobs, 1):
-        config, scratch = planning.write_run_config(job, configs[job.name], options)
+        config, scratch = planning.write_run_config(job, configs[job.model.name], options)
         command = commands.job_command(job, options, config, context.partition_gpus)
         what = "evaluating" if options.ckpt else ("resuming" if job.resume else "training + testing")
-        banner(f"[{index}/{len(jobs)}] {what} {job.name} on {context.dataset} data\n$ {shlex.join(command)}")
+        banner(f"[{index}/{len(jobs)}] {what} {job.model.name} on {context.dataset} data\n$ {shlex.join(command)}")
         start = time.perf_counter()
         try:
             returncode, interrupted = run_child(command, env)
@@ -76,9 +76,9 @@ def run_jobs(jobs: list[Job], configs: dict[str, Any], context: RunContext) -> i
                   flush=True)
             return INTERRUPTED
         seconds = time.perf_counter() - start
-        summary.append((job.name, returncode, seconds))
+        summary.append((job.model.name, returncode, seconds))
         if returncode != 0:
-            print(f"\nerror: {job.name} failed with exit code {returncode} after {seconds:.0f} s "
+            print(f"\nerror: {job.model.name} failed with exit code {returncode} after {seconds:.0f} s "
                   f"(its log is in {config.parent}/)", file=sys.stderr)
             break
     banner("summary\n" + "\n".join(f"  {'ok    ' if rc == 0 else 'FAILED'} {name:45s} {sec:7.0f} s"

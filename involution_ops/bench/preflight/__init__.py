@@ -21,10 +21,10 @@ from .coco import check_coco, model_num_classes
 from .images import IMAGE_CHECK_BUDGET_S
 from .options import check_amp, check_launch_options
 from .orchestration import run_preflight
-from .weights import (CONVERT_HINT, CheckpointFit, _local_path, check_pretrained, checkpoint_fit, local_path,
+from .weights import (CONVERT_HINT, CheckpointFit, check_pretrained, checkpoint_fit, local_path,
                       match_checkpoint, read_weights, require_checkpoint_file, require_pretrained_file)
 
 __all__ = ["CONVERT_HINT", "IMAGE_CHECK_BUDGET_S", "TRAIN_ID_FIX", "CheckpointFit", "PreflightCache", "PreflightError",
-           "_local_path", "check_amp", "check_cityscapes", "check_coco", "check_launch_options", "check_pretrained",
+           "check_amp", "check_cityscapes", "check_coco", "check_launch_options", "check_pretrained",
            "checkpoint_fit", "local_path", "match_checkpoint", "model_num_classes", "read_weights",
            "require_checkpoint_file", "require_pretrained_file", "run_preflight"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def run_preflight(options: LaunchOptions) -> tuple[list[Job], dict[str, Any], RunContext]:
     """Every check before the first run: (jobs, their configs, the run context)."""
-    from .. import zoo
+    from ..manifest import load_manifest
     from ..launch import planning
     from ..runconfig import CONFIG_NAME, batch_plan, relative
 
@@ -38,31 +38,31 @@ def run_preflight(options: LaunchOptions) -> tuple[list[Job], dict[str, Any], Ru
     if options.ckpt:
         require_checkpoint_file(options.ckpt)
         read_weights(options.ckpt, f"CKPT={options.ckpt}", cache)
-    manifest = zoo.load()
+    manifest = load_manifest()
     data_root, dataset = planning.resolve_data(options, manifest)
     jobs = planning.select_jobs(options, toy=dataset == "toy", manifest=manifest)
     context = planning.run_context(options, manifest, data_root, dataset)
     banner(f"pre-flight checks: {len(jobs)} config(s) on {dataset} data at {data_root}")
     warned: set = set()
-    configs = {job.name: planning.load_config(job, context, warned) for job in jobs}
+    configs = {job.model.name: planning.load_config(job, context, warned) for job in jobs}
     if options.ckpt:
         jobs = match_checkpoint(jobs, options.ckpt, configs, cache)
-        configs = {job.name: planning.evaluation_config(job, configs[job.name], context, cache, warned)
+        configs = {job.model.name: planning.evaluation_config(job, configs[job.model.name], context, cache, warned)
                    for job in jobs}
     if options.resume:
         jobs = planning.plan_resume(jobs, options)
         for job in jobs:
             if job.run_dir is not None and (job.run_dir / CONFIG_NAME).is_file():
-                configs[job.name] = planning.reload_config(job.run_dir / CONFIG_NAME, job, context, False, warned)
+                configs[job.model.name] = planning.reload_config(job.run_dir / CONFIG_NAME, job, context, False, warned)
     for job in jobs:
-        cfg = configs[job.name]
+        cfg = configs[job.model.name]
         if options.suite == "coco":
             check_coco(cfg, cache)
         else:
             check_cityscapes(cfg)
         if not options.ckpt:
-            check_pretrained(cfg, options.pretrained, dataset, job.name, cache)
-        print(f"  ok  {job.name}  ({relative(job.config)})", flush=True)
+            check_pretrained(cfg, options.pretrained, dataset, job.model.name, cache)
+        print(f"  ok  {job.model.name}  ({relative(job.config)})", flush=True)
         plan = None if options.ckpt else batch_plan(cfg)
         if plan is not None:
             print("      " + plan.describe().replace("\n", "\n      "), flush=True)
@@ -79,10 +79,10 @@ def check_output_folders(jobs: list[Job], configs: dict[str, Any], options: Laun
         return
     run_space.check_writable(options.runs_dir, "the run records' folder")
     for job in jobs:
-        run_space.check_writable(job.run_dir or Path(options.work_dir) / options.suite / job.name, "WORK_DIR",
+        run_space.check_writable(job.run_dir or Path(options.work_dir) / options.suite / job.model.name, "WORK_DIR",
                                  "WORK_DIR")
     if options.ckpt:
         return  # an evaluation saves no checkpoint
-    estimates = [run_space.estimate(job.name, configs[job.name]) for job in jobs]
+    estimates = [run_space.estimate(job.model.name, configs[job.model.name]) for job in jobs]
     lines = run_space.check_space(options.work_dir, estimates)
     print("  " + "\n  ".join(lines), flush=True)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import weight_checks
 from ..output import REPO_ROOT as REPO
 from ..mmconfig import DEFAULT_SCOPE, REMOTE_PREFIXES, scope_of
 from .cache import PreflightCache
 from .errors import PreflightError
+
+if TYPE_CHECKING:
+    from ..launch.options import Job
 
 CONVERT_HINT = ("download PaddleClas' RedNet-50 ImageNet weights "
                 "(https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/RedNet50_pretrained.pdparams) and "
@@ -25,7 +28,6 @@ def local_path(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO / path
 
 
-_local_path = local_path  # the name the launcher imports
 
 
 def require_pretrained_file(path: str, empty_is_missing: bool = True) -> None:
@@ -106,39 +108,39 @@ def check_pretrained(cfg: Any, pretrained: str | None, dataset: str, job_name: s
             print(f"  note: {note}", flush=True)
 
 
-def _named_jobs(jobs: list[Any], path: Path, meta: dict) -> list[Any]:
+def _named_jobs(jobs: list[Job], path: Path, meta: dict) -> list[Job]:
     """The configs a checkpoint's folder names, else its recorded experiment name."""
     parts = set(path.resolve().parts)
-    hits = [job for job in jobs if job.name in parts or job.config.stem in parts]
+    hits = [job for job in jobs if job.model.name in parts or job.config.stem in parts]
     if not hits:
         experiment = str(meta.get("experiment_name", ""))
-        hits = [job for job in jobs if experiment.startswith((job.name + "_", job.config.stem + "_"))]
+        hits = [job for job in jobs if experiment.startswith((job.model.name + "_", job.config.stem + "_"))]
     return hits
 
 
-def match_checkpoint(jobs: list[Any], ckpt: str, configs: dict[str, Any],
-                     cache: PreflightCache | dict | None = None) -> list[Any]:
+def match_checkpoint(jobs: list[Job], ckpt: str, configs: dict[str, Any],
+                     cache: PreflightCache | dict | None = None) -> list[Job]:
     """The one config of the target whose model every tensor of the checkpoint fits.
 
     The checkpoint's folder (or recorded experiment) must name that config when it names one, and
-    --configs may pick it; otherwise the content decides. ``configs``: job name -> loaded config."""
+    --configs may pick it; otherwise the content decides. ``configs``: model name -> loaded config."""
     require_checkpoint_file(ckpt)
     checkpoint = read_weights(ckpt, f"CKPT={ckpt}", cache)
-    fit = {job.name: checkpoint_fit(checkpoint, configs[job.name].model, job.name, scope_of(configs[job.name]))
-           for job in jobs}
-    fits = [job for job in jobs if not fit[job.name].diff]
+    names = [job.model.name for job in jobs]
+    fit = {name: checkpoint_fit(checkpoint, configs[name].model, name, scope_of(configs[name])) for name in names}
+    fits = [job for job in jobs if not fit[job.model.name].diff]
     named = jobs if len(jobs) == 1 else _named_jobs(jobs, Path(ckpt), checkpoint.meta)
     if len(named) == 1 and named[0] in fits:
         return named
     where = ("it fits no config of this target. Fix: evaluate it with the target of the model it was "
              "trained as (see its meta above), or with the options it was trained with (CFG_OPTIONS)")
     if fits:
-        where = (f"its tensors fit {', '.join(j.name for j in fits)} of this target. Fix: keep it under "
+        where = (f"its tensors fit {', '.join(j.model.name for j in fits)} of this target. Fix: keep it under "
                  f"work_dirs/<suite>/<config name>/ of that config, or pick it with --configs")
     if len(named) == 1:
-        raise PreflightError(fit[named[0].name].problem(where))
+        raise PreflightError(fit[named[0].model.name].problem(where))
     if len(fits) == 1:
         return fits
-    closest = min(jobs, key=lambda job: fit[job.name].diff.count)
+    closest = min(jobs, key=lambda job: fit[job.model.name].diff.count)
     raise PreflightError(f"CKPT={ckpt} cannot be matched to exactly one config of this target "
-                         f"({', '.join(j.name for j in jobs)}): " + fit[closest.name].problem(where))
+                         f"({', '.join(names)}): " + fit[closest.model.name].problem(where))

@@ -4,7 +4,6 @@ classifiers are built here (RedNet, or mmdet's ResNet with a classification head
 and segmentors from their OpenMMLab config, with synthetic annotated samples."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,11 +73,10 @@ def _build_imagenet(name: str, config: str, shapes, device: torch.device) -> Bui
     return build_classifier(name, model, shapes, device)
 
 
-def _build_mm(config: str, scope: str, device: torch.device) -> nn.Module:
+def build_mm_model(config: str, scope: str, device: torch.device) -> nn.Module:
+    """The model of a config of this checkout (path relative to it), random weights, on `device`."""
     from mmengine.model import revert_sync_batchnorm
 
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # the configs' custom_imports name this checkout's package
     cfg = load_config(REPO_ROOT / config)
     # random weights: speed and memory do not depend on them
     model = build_config_model(without_pretrained(cfg.model), scope)
@@ -127,7 +125,7 @@ def _seg_samples(shape: Sequence[int], device: torch.device) -> list:
 
 def _build_openmmlab(name: str, config: str, suite: str, shapes, device: torch.device) -> BuiltModel:
     scope = "mmdet" if suite == "coco" else "mmseg"
-    model = _build_mm(config, scope, device)
+    model = build_mm_model(config, scope, device)
     make_samples = _det_samples if suite == "coco" else _seg_samples
 
     def padded(shape: Sequence[int]) -> tuple[int, ...]:  # as the data preprocessor pads (size divisor 32)

@@ -30,7 +30,7 @@ QUICK_SHAPES: dict[str, Shapes] = {
 
 @dataclass(frozen=True)
 class ModelPair:
-    """A model of the paper (a manifest `zoo.Model` by name) and the ResNet baseline it is measured against."""
+    """A model of the paper (a manifest `Model` by name) and the ResNet baseline it is measured against."""
 
     model: str
     config: str  # "rednet:<depth>" for ImageNet, else a config path relative to the repository
@@ -42,13 +42,13 @@ class ModelPair:
 
 def paper_pairs(manifest=None) -> list[ModelPair]:
     """Every paper model next to the ResNet it is measured against, from the model manifest
-    (involution_ops.bench.zoo): ImageNet RedNets against the same-depth ResNet (ResNet-50 for
+    (involution_ops.bench.manifest): ImageNet RedNets against the same-depth ResNet (ResNet-50 for
     RedNet-26/38, which mmdet's ResNet does not build), detectors and segmentors against the
     baseline their manifest row names."""
     if manifest is None:
-        from .. import zoo
+        from ..manifest import load_manifest
 
-        manifest = zoo.load()
+        manifest = load_manifest()
 
     def relative(path: Path) -> str:
         return path.relative_to(REPO_ROOT).as_posix()

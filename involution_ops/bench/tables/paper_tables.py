@@ -189,7 +189,7 @@ BASELINE_METRICS = {
     "coco": (("box", "box_ap", "bbox_AP"), ("mask", "mask_ap", "segm_AP")),
     "cityscapes": (("mIoU", "miou", "mIoU"),),
 }
-BASELINE_HEADERS = ("Baseline", "Task", "Params paper* (M)", "Params ours (M)", "Params Δ",
+BASELINE_HEADERS = ("Baseline", "Suite", "Params paper* (M)", "Params ours (M)", "Params Δ",
                     "GFLOPs paper*", "GFLOPs ours", "GFLOPs Δ", "Result paper*", "Result ours", "Run")
 
 
@@ -197,17 +197,17 @@ def baselines_table(paper: dict, results: Results, out_dir: Path) -> str:
     """The ResNet baselines section: published (derived) and our figures, with its batch notes."""
     rows, linked = [], []
     for row in paper.get("baselines", []):
-        name, task = row["name"], row.get("task", "")
-        digits = 2 if task == "imagenet" else 1
+        name, suite = row["name"], row.get("suite", "")
+        digits = 2 if suite == "imagenet" else 1
         trainable, total = results.params(name)
         ours_flops = results.gflops(name)
         run = results.newest(name)
-        metrics = BASELINE_METRICS.get(task, ())
+        metrics = BASELINE_METRICS.get(suite, ())
 
         def ours_result(run: Run | None) -> str:
             return _result_summary({label: run.metric(key) if run else None for label, _, key in metrics})
 
-        rows.append({"Baseline": name, "Task": task, "Params paper* (M)": fmt(number(row.get("params_m")), 1),
+        rows.append({"Baseline": name, "Suite": suite, "Params paper* (M)": fmt(number(row.get("params_m")), 1),
                      "Params ours (M)": _params_cell(trainable, total),
                      "Params Δ": fmt_signed(difference(trainable, number(row.get("params_m"))), 2),
                      "GFLOPs paper*": fmt(number(row.get("gflops")), digits),

@@ -36,7 +36,7 @@ def plot_complexity(paper: dict, results: Results, path: Path) -> None:
     Figure = matplotlib_figure()
     figure = Figure(figsize=(9, 5.2), dpi=120)
     axes = figure.add_subplot()
-    baselines = [row for row in paper.get("baselines", []) if row.get("task") == "coco"]
+    baselines = [row for row in paper.get("baselines", []) if row.get("suite") == "coco"]
     styles = [("RedNet-50, paper", "tab:red", paper["coco"]),
               ("ResNet-50, paper (derived)", "tab:gray", baselines)]
     ours_count = 0

@@ -22,7 +22,7 @@ from .. import dataset_identity
 from ..cells import NO_VALUE, fmt, table_of_rows
 from ..environment import git_description
 from ..output import write_atomic
-from ..zoo import SECTIONS, load_paper
+from ..manifest import SECTIONS, load_paper
 from .inputs import Results, Run, load_complexity, load_runs
 from .paper_tables import OLDER_RUN, SUITE_TABLES, baselines_table, batch_notes, run_link, suite_table
 

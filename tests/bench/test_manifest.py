@@ -1,4 +1,4 @@
-"""The model manifest (results/paper.yaml through involution_ops/bench/zoo.py).
+"""The model manifest (results/paper.yaml through involution_ops/bench/manifest.py).
 
 The expected model lists are the paper's tables, written out here by hand."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from support import require
 from involution_ops.bench.output import REPO_ROOT
 
 yaml = require.module("yaml")
-from involution_ops.bench import zoo as zoo_module  # noqa: E402
+from involution_ops.bench.manifest import load_manifest  # noqa: E402
 
 PAPER_GROUPS = {
     "coco": {
@@ -29,38 +29,38 @@ CONFIG_DIR = {"coco": "det_configs", "cityscapes": "seg_configs"}
 
 
 @pytest.mark.parametrize("suite", ["coco", "cityscapes"])
-def test_groups_and_jobs_are_the_papers(zoo, suite):
+def test_groups_and_their_models_are_the_papers(manifest, suite):
     groups = PAPER_GROUPS[suite]
-    assert zoo.groups(suite) == list(groups)
-    assert zoo.default_data(suite) == f"data/{suite}"
+    assert manifest.groups(suite) == list(groups)
+    assert manifest.default_data(suite) == f"data/{suite}"
     for group, stems in groups.items():
-        jobs = zoo.jobs(suite, group)
-        assert [job.name for job in jobs] == [stem + SUFFIX[suite] for stem in stems]
-        with_baselines = zoo.jobs(suite, group, baselines=True)
-        assert [job.name for job in with_baselines[len(jobs):]] == [BASELINES[group] + SUFFIX[suite]]
-    everything = zoo.jobs(suite, "all", baselines=True)
-    assert [job.name for job in everything] == (
+        models = manifest.target_models(suite, group)
+        assert [model.name for model in models] == [stem + SUFFIX[suite] for stem in stems]
+        with_baselines = manifest.target_models(suite, group, baselines=True)
+        assert [model.name for model in with_baselines[len(models):]] == [BASELINES[group] + SUFFIX[suite]]
+    everything = manifest.target_models(suite, "all", baselines=True)
+    assert [model.name for model in everything] == (
         [stem + SUFFIX[suite] for stems in groups.values() for stem in stems]
         + [BASELINES[group] + SUFFIX[suite] for group in groups])
     with pytest.raises(ValueError, match="unknown .* group 'nope'"):
-        zoo.jobs(suite, "nope")
+        manifest.target_models(suite, "nope")
 
 
 @pytest.mark.parametrize("suite", ["coco", "cityscapes"])
-def test_every_trained_model_names_existing_config_files(zoo, suite):
+def test_every_trained_model_names_existing_config_files(manifest, suite):
     folder = REPO_ROOT / CONFIG_DIR[suite]
-    for job in zoo.jobs(suite, baselines=True):
-        stem = job.name[: -len(SUFFIX[suite])]
-        assert job.config_for(toy=False) == job.config == folder / f"{job.name}.py"
-        assert job.config_for(toy=True) == job.toy_config == folder / "toy" / f"{stem}_toy.py"
-        assert job.model_config == folder / "_base_" / "models" / f"{stem}.py"
-        assert job.config.is_file() and job.toy_config.is_file() and job.model_config.is_file()
-        assert zoo.toy_config(job.config.relative_to(REPO_ROOT)) == job.toy_config
+    for model in manifest.target_models(suite, baselines=True):
+        stem = model.name[: -len(SUFFIX[suite])]
+        assert model.config_for(toy=False) == model.config == folder / f"{model.name}.py"
+        assert model.config_for(toy=True) == model.toy_config == folder / "toy" / f"{stem}_toy.py"
+        assert model.model_config == folder / "_base_" / "models" / f"{stem}.py"
+        assert model.config.is_file() and model.toy_config.is_file() and model.model_config.is_file()
+        assert manifest.toy_config(model.config.relative_to(REPO_ROOT)) == model.toy_config
 
 
-def test_counted_models_are_the_rows_of_the_committed_complexity_table(zoo):
+def test_counted_models_are_the_rows_of_the_committed_complexity_table(manifest):
     committed = json.loads((REPO_ROOT / "results" / "complexity.json").read_text())
-    assert [model.name for model in zoo.counted()] == [row["name"] for row in committed]
+    assert [model.name for model in manifest.counted()] == [row["name"] for row in committed]
 
 
 def _manifest(tmp_path, edit):
@@ -80,7 +80,7 @@ def _manifest(tmp_path, edit):
 def test_a_broken_manifest_is_a_clear_error(tmp_path, edit, message):
     path = _manifest(tmp_path, edit)
     with pytest.raises(ValueError, match=f"{path}.*{message}"):
-        zoo_module.load(path)
+        load_manifest(path)
 
 
 # A RetinaNet with half the classes, added as a new model: its configs inherit the suite's.
@@ -110,16 +110,16 @@ def test_a_model_added_to_the_manifest_reaches_jobs_flops_and_tables(tmp_path, o
             "baseline": "retinanet_r50_fpn_1x_coco", "improvement": {"params_pct": 1.5, "gflops_pct": 2.5},
             "source": "a test"})
 
-    manifest = zoo_module.load(_manifest(tmp_path, add))
+    manifest = load_manifest(_manifest(tmp_path, add))
 
-    # the runner's jobs (make coco-retinanet)
-    jobs = manifest.jobs("coco", "retinanet")
-    assert [job.name for job in jobs] == ["retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco", NEW]
-    assert jobs[-1].config_for(toy=True) == configs["toy_config"]
-    from involution_ops.bench import launcher
+    # the models make coco-retinanet runs
+    models = manifest.target_models("coco", "retinanet")
+    assert [model.name for model in models] == ["retinanet_red50_fpn_1x_coco", "retinanet_red50_neck_fpn_1x_coco", NEW]
+    assert models[-1].config_for(toy=True) == configs["toy_config"]
+    from involution_ops.bench.launch import cli, planning
 
-    selected = launcher.select_jobs(launcher.parse_args(["coco", "retinanet"], manifest), toy=True, manifest=manifest)
-    assert [(job.name, job.config) for job in selected][-1] == (NEW, configs["toy_config"])
+    selected = planning.select_jobs(cli.parse_args(["coco", "retinanet"], manifest), toy=True, manifest=manifest)
+    assert [(job.model.name, job.config) for job in selected][-1] == (NEW, configs["toy_config"])
 
     # make flops
     out, table = tmp_path / "complexity.json", tmp_path / "complexity.md"

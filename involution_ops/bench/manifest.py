@@ -42,7 +42,7 @@ class Model:
         return self.toy_config if toy else self.config
 
 
-class Zoo:
+class Manifest:
     """The manifest as read from one paper.yaml."""
 
     def __init__(self, paper: dict, path: Path = PAPER_YAML):
@@ -59,7 +59,7 @@ class Zoo:
     def _model(self, row: Any, section: str) -> Model:
         if not isinstance(row, dict) or not isinstance(row.get("name"), str):
             raise ValueError(f"{self.path}: a row of {section!r} has no name: {row!r}")
-        suite = row.get("task") if section == "baselines" else section
+        suite = row.get("suite") if section == "baselines" else section
         if suite not in self.suites:
             raise ValueError(f"{self.path}: {row['name']}: suite {suite!r} is not one of suites {sorted(self.suites)}")
         paths = {key: self._path(row[key]) for key in _PATH_KEYS if row.get(key)}
@@ -100,7 +100,7 @@ class Zoo:
         """The groups (make targets) of a trained suite, in the order `make <suite>` runs them."""
         return list(self.suites[suite].get("groups", []))
 
-    def jobs(self, suite: str, group: str = "all", baselines: bool = False) -> list[Model]:
+    def target_models(self, suite: str, group: str = "all", baselines: bool = False) -> list[Model]:
         """The models a benchmark target runs: the paper's models of the group(s), then
         (with `baselines`) the ResNet-50 baselines of the same group(s)."""
         groups = self.groups(suite) if group == "all" else [group]
@@ -144,6 +144,6 @@ def load_paper(path: Path = PAPER_YAML) -> dict:
     return paper
 
 
-def load(path: Path = PAPER_YAML) -> Zoo:
+def load_manifest(path: Path = PAPER_YAML) -> Manifest:
     """The manifest of `path` (default results/paper.yaml)."""
-    return Zoo(load_paper(path), path)
+    return Manifest(load_paper(path), path)
