@@ -31,7 +31,7 @@ import os
 import re
 import tempfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-Shapes = Mapping[str, torch.Size]
+Shapes = Mapping[str, Sequence[int]]  # key -> shape (torch.Size or a tuple)
 _LISTED = 12
 # Top-level modules of the official models (mmdet 2.x / mmseg 0.x names, unchanged in 3.x / 1.x).
 _MM_MODULES = {
@@ -287,22 +287,12 @@ def convert_legacy_openmmlab(
     return {"state_dict": OrderedDict(state), "meta": meta}
 
 
-def model_shapes_from_config(config_path: str, framework: str) -> dict[str, torch.Size]:
-    """Key -> shape of the mmdet 3.x / mmseg 1.x model a config builds (needs OpenMMLab)."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+def model_shapes_from_config(config_path: str, framework: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the mmdet 3.x / mmseg 1.x model a config builds (needs OpenMMLab); shapes
+    only, so no pretrained file is ever read."""
+    from .bench.mmconfig import load_config, model_shapes
 
-    cfg = Config.fromfile(config_path)
-    init_default_scope(framework)
-    model_cfg = cfg.model
-    if "backbone" in model_cfg:
-        model_cfg.backbone.init_cfg = None  # shapes only: never load a pretrained file here
-    if framework == "mmdet":
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    model = MODELS.build(model_cfg)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return model_shapes(load_config(config_path).model, framework)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

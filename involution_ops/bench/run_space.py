@@ -89,9 +89,9 @@ def checkpoints_kept(cfg: Any) -> int:
 
 
 def estimate(name: str, cfg: Any) -> CheckpointEstimate:
-    from .weight_checks import build_shapes
+    from .mmconfig import model_shapes, scope_of
 
-    shapes = build_shapes(cfg.model, cfg.get("default_scope", "mmdet"))
+    shapes = model_shapes(cfg.model, scope_of(cfg))
     parameters = sum(math.prod(shape) for shape in shapes.values())
     return CheckpointEstimate(name, parameters, optimizer_copies(cfg), checkpoints_kept(cfg))
 

@@ -10,7 +10,7 @@ nothing else. `reload_run_config` reads such a file back for RESUME=1 and CKPT e
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -229,9 +229,7 @@ def apply_batch(cfg: Any, spec: RunSpec) -> BatchPlan:
 def batch_plan(cfg: Any) -> BatchPlan | None:
     """The batch plan a run's config was built with, or None (a config from before batch plans)."""
     record = (cfg.get(RUN_KEY) or {}).get("batch")
-    if not isinstance(record, dict):
-        return None
-    return BatchPlan(**{item.name: record[item.name] for item in fields(BatchPlan)})
+    return None if BatchPlan.record_problem(record) else BatchPlan.from_record(record)
 
 
 def place_in_run_dir(cfg: Any, run_dir: str | Path, file_name: str = CONFIG_NAME) -> Path:

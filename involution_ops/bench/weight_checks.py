@@ -20,7 +20,7 @@ from typing import Any
 
 from involution_ops.conversion import StateDictDiff, state_dict_diff
 
-from .mmconfig import PretrainedInit, model_shapes, pretrained_inits
+from .mmconfig import PretrainedInit, pretrained_inits
 from .preflight.errors import PreflightError
 
 # Tensors an ImageNet RedNet (3x3 stem involution) cannot give the 7x7-stem detection and
@@ -77,7 +77,6 @@ def read_checkpoint(path: str, what: str) -> Checkpoint:
 
 # ---------------------------------------------------------------- model layouts
 
-build_shapes = model_shapes  # the name the launcher and run_space use (involution_ops.bench.mmconfig)
 
 
 def _ignorable(diff: StateDictDiff) -> StateDictDiff:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import weight_checks
 from ..output import REPO_ROOT as REPO
-from ..mmconfig import DEFAULT_SCOPE, REMOTE_PREFIXES, scope_of
+from ..mmconfig import DEFAULT_SCOPE, REMOTE_PREFIXES, model_shapes, scope_of
 from .cache import PreflightCache
 from .errors import PreflightError
 
@@ -78,7 +78,7 @@ def checkpoint_fit(checkpoint: weight_checks.Checkpoint, model: Any, config_name
         module = getattr(model, "module", model)  # DDP wrapper
         shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     else:
-        shapes = weight_checks.build_shapes(model, scope)
+        shapes = model_shapes(model, scope)
     return CheckpointFit(checkpoint, config_name, weight_checks.fit_diff(checkpoint, shapes))
 
 
@@ -100,7 +100,7 @@ def check_pretrained(cfg: Any, pretrained: str | None, dataset: str, job_name: s
         checkpoint = read_weights(target.checkpoint, f"pretrained weights {target.checkpoint}", cache)
         shapes_key = (job_name, target.where)
         if shapes_key not in cache.shapes:
-            cache.shapes[shapes_key] = weight_checks.build_shapes(target.module_cfg, scope_of(cfg))
+            cache.shapes[shapes_key] = model_shapes(target.module_cfg, scope_of(cfg))
         error, note = weight_checks.pretrained_problem(checkpoint, target, cache.shapes[shapes_key], job_name)
         if error:
             raise PreflightError(error)
