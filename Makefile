@@ -9,6 +9,8 @@ TORCH_INDEX ?=
 EXTRAS      ?= mm,test,cuda12
 PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# make test-fast: pytest-xdist worker processes (auto: one per core; 0: in this process)
+TEST_WORKERS ?= auto
 
 # Run options, passed to scripts/benchmark.py only when set (see README, "Running benchmarks").
 # CFG_OPTIONS goes as one single-quoted string that benchmark.py splits like a shell, so values
@@ -94,8 +96,8 @@ setup: $(SETUP_STAMP) ## create .venv and install torch, mmcv (built once, cache
 test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## the test suite without the slow end-to-end tests (`-m "not slow"`): the inner loop
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: setup ## the test suite without the slow end-to-end tests, on every core (TEST_WORKERS=auto): the inner loop
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 $(SUITE_TARGETS): setup ## the suite targets, listed by `make help` from the manifest
 	$(BENCH) $(SUITE_ARGS) $(RUN_OPTS)

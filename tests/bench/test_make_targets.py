@@ -88,6 +88,7 @@ def test_setup_runs_only_when_its_stamp_is_stale(venv):
     assert _make("-n", "test", f"VENV={venv}").count(SETUP) == 1
 
 
-def test_fast_loop_deselects_the_slow_tests(venv):
-    assert _make("-n", "test-fast", f"VENV={venv}").strip() == f'{venv}/bin/python -m pytest -m "not slow"'
+def test_fast_loop_deselects_the_slow_tests_and_uses_every_core(venv):
+    assert _make("-n", "test-fast", f"VENV={venv}").strip() == f'{venv}/bin/python -m pytest -m "not slow" -n auto'
+    assert _make("-n", "test-fast", f"VENV={venv}", "TEST_WORKERS=0").strip().endswith('-m "not slow" -n 0')
     assert _make("-n", "test", f"VENV={venv}").strip() == f"{venv}/bin/python -m pytest"

@@ -307,6 +307,7 @@ def test_paper_models_follow_paper_yaml():
         pairs.select(models, ["nonexistent"])
 
 
+@pytest.mark.slow  # builds and times the real RedNet-26 and ResNet-50
 def test_command_line_quick_run_keeps_the_earlier_file(tmp_path, capsys):
     """End to end on the real RedNet-26 / ResNet-50 builders at --quick shapes."""
     require.module("mmdet.models.backbones")
