@@ -243,19 +243,19 @@ def test_backend_device_mismatch_and_unknown_backend():
 
 def test_unbuildable_cpu_kernel_falls_back_once_with_warning(monkeypatch):
     monkeypatch.delenv(functional.ENV_VAR, raising=False)
-    monkeypatch.setattr(cpu, "_module", None)
-    monkeypatch.setattr(cpu, "_error", "CalledProcessError: no compiler")
-    monkeypatch.setattr(functional, "_warned_fallback", set())
     x, weight, _ = _make(*CASES[0])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = involution(x, weight, 1, 1, 1)
-        involution(x, weight, 1, 1, 1)
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and "no compiler" in messages[0]
-    torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1))
-    with pytest.raises(RuntimeError, match="could not be built.*no compiler"):
-        involution(x, weight, 1, 1, 1, backend="cpu")
+    before = cpu.load_error()
+    with cpu.fresh_load_state(build_error="CalledProcessError: no compiler"), functional.fresh_fallback_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = involution(x, weight, 1, 1, 1)
+            involution(x, weight, 1, 1, 1)
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1 and "no compiler" in messages[0]
+        torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1))
+        with pytest.raises(RuntimeError, match="could not be built.*no compiler"):
+            involution(x, weight, 1, 1, 1, backend="cpu")
+    assert cpu.load_error() == before  # the state from before the block is back
 
 
 def test_broken_cpu_kernel_source_warns_with_the_compiler_error(tmp_path, monkeypatch):
@@ -269,11 +269,8 @@ def test_broken_cpu_kernel_source_warns_with_the_compiler_error(tmp_path, monkey
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
     monkeypatch.delenv(functional.ENV_VAR, raising=False)
     monkeypatch.setattr(cpu, "CSRC", csrc)
-    monkeypatch.setattr(cpu, "_module", None)
-    monkeypatch.setattr(cpu, "_error", None)
-    monkeypatch.setattr(functional, "_warned_fallback", set())
     x, weight, _ = _make(*CASES[0])
-    with pytest.warns(RuntimeWarning) as caught:
+    with cpu.fresh_load_state(), functional.fresh_fallback_warnings(), pytest.warns(RuntimeWarning) as caught:
         involution(x, weight, 1, 1, 1)
     message = str(caught[0].message)
     assert "no_such_header_for_this_test.h" in message and "build stopped" not in message
@@ -427,6 +424,6 @@ def test_bad_input_is_rejected_before_any_kernel(args, kwargs, error, message, b
     def kernel_must_not_run(*a, **k):
         raise AssertionError("a kernel ran on invalid input")
 
-    monkeypatch.setattr(functional, "_implementation", kernel_must_not_run)
+    monkeypatch.setattr(functional, "implementation_for", kernel_must_not_run)
     with pytest.raises(error, match=message):
         involution(*args, **kwargs, backend=backend)
