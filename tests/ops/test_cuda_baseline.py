@@ -64,7 +64,7 @@ def _emulated_launch(folder):
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_emulated_baseline_matches_reference(case, dtype, tmp_path, monkeypatch):
-    monkeypatch.setattr(cuda_baseline, "_launch", _emulated_launch(tmp_path))
+    monkeypatch.setattr(cuda_baseline, "launch", _emulated_launch(tmp_path))
     n, c, g, h, w, k, s, p, d, _ = case
     x, weight, grad = _make(*case, dtype=dtype)
     x64, w64 = x.double().requires_grad_(True), weight.double().requires_grad_(True)

@@ -89,7 +89,8 @@ def test_cupy_accepts_the_module_arguments():
 # blockIdx / threadIdx are thread_local, and shared memory is one block-wide buffer filled with NaN
 # bytes before every block, so a kernel that reads shared memory it did not write, or reads before
 # the barrier, produces NaN. Launches go through the CUDA backend's own dispatch and argument
-# marshalling (cuda._launch is replaced); only the kernel execution is emulated.
+# marshalling (cuda.launch, the one function every launch goes through, is replaced); only the kernel
+# execution is emulated.
 
 _SHIM = r"""
 #include <algorithm>
@@ -201,14 +202,14 @@ def emulated_kernels(tmp_path_factory):
 
 
 def emulated_launch(library, launched: list | None = None):
-    """A replacement for cuda._launch that runs the chosen kernel in `library` on the CPU."""
+    """A replacement for cuda.launch that runs the chosen kernel in `library` on the CPU."""
 
     def launch(choice, output, tensors, scalars):
         if output.numel() == 0:
             return output
         function = getattr(library, _symbol(choice.expression))
         assert len(scalars) == _scalar_count(choice.expression)
-        args = cuda._scalar_args(choice, scalars)  # the GPU's marshalling: int32 where the kernel takes int
+        args = cuda.scalar_args(choice, scalars)  # the GPU's marshalling: int32 where the kernel takes int
         values = (ctypes.c_longlong * len(args))(*(int(a) for a in args))
         grid, block = (choice.grid, choice.block) if choice.fast else (GENERIC_GRID, GENERIC_BLOCK)
         pointers = [ctypes.c_void_p(t.data_ptr()) for t in (*tensors, output)]
@@ -225,7 +226,7 @@ def launched(emulated_kernels, monkeypatch) -> list:
     """Replaces the CUDA backend's launch by the threaded host emulation of the same kernels;
     the list receives the KernelChoice of every launch."""
     choices: list = []
-    monkeypatch.setattr(cuda, "_launch", emulated_launch(emulated_kernels, choices))
+    monkeypatch.setattr(cuda, "launch", emulated_launch(emulated_kernels, choices))
     return choices
 
 
@@ -315,7 +316,7 @@ def test_emulation_catches_a_flipped_tap(tmp_path, monkeypatch):
     assert source.count(FLIPPED_TAP[0]) == 1
     expression = cuda.fast_expression("forward", torch.float32, 7, 1, 32)
     library = build_emulation(tmp_path, source.replace(*FLIPPED_TAP), {torch.float32: [expression]})
-    monkeypatch.setattr(cuda, "_launch", emulated_launch(library))
+    monkeypatch.setattr(cuda, "launch", emulated_launch(library))
     x, weight, _ = _make(*FAST_CASES[1], dtype=torch.float32)
     got = cuda.forward(x, weight, (1, 1), (3, 3), (1, 1), kernels="fast")
     want = involution_reference(x.double(), weight.double(), 1, 3, 1)
@@ -405,7 +406,7 @@ def test_cuda_compiles_once_per_dtype_and_uses_current_stream():
             out = involution(x, weight, 1, 1, 1, backend="cuda")
         stream.synchronize()
         torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1), rtol=1e-4, atol=1e-4)
-    assert sum(1 for (_, dtype) in cuda._modules if dtype == torch.float32) == 1
+    assert sum(1 for (_, dtype) in cuda.compiled_modules() if dtype == torch.float32) == 1
 
 
 @pytest.mark.gpu
