@@ -13,8 +13,8 @@ import torch
 from support import require
 from involution_ops.ops import cuda_baseline
 from involution_ops.ops.reference import involution_reference
-from test_op import _make
-from test_op_cuda import _SHIM
+from test_op import make_inputs
+from test_op_cuda import EMULATION_SHIM
 
 _ENTRY = r"""
 extern "C" void run_{role}(const void* a, const void* b, void* out, unsigned grid, unsigned block) {{
@@ -33,7 +33,7 @@ def _emulated_launch(folder):
 
     def build(dtype, geometry):
         name = f"baseline_{len(libraries)}"
-        code = _SHIM + cuda_baseline.module_source(dtype, geometry)
+        code = EMULATION_SHIM + cuda_baseline.module_source(dtype, geometry)
         code += "".join(_ENTRY.format(role=r) for r in cuda_baseline.KERNELS)
         (folder / f"{name}.cpp").write_text(code)
         result = subprocess.run(
@@ -66,7 +66,7 @@ def _emulated_launch(folder):
 def test_emulated_baseline_matches_reference(case, dtype, tmp_path, monkeypatch):
     monkeypatch.setattr(cuda_baseline, "launch", _emulated_launch(tmp_path))
     n, c, g, h, w, k, s, p, d, _ = case
-    x, weight, grad = _make(*case, dtype=dtype)
+    x, weight, grad = make_inputs(*case, dtype=dtype)
     x64, w64 = x.double().requires_grad_(True), weight.double().requires_grad_(True)
     want = involution_reference(x64, w64, s, p, d)
     want_gx, want_gw = torch.autograd.grad(want, (x64, w64), grad.double())

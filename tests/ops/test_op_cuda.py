@@ -16,7 +16,7 @@ from support import require
 from involution_ops import involution
 from involution_ops.ops import cuda, nvrtc
 from involution_ops.ops.reference import involution_reference
-from test_op import CASES, _case_id, _make
+from test_op import CASES, case_id, make_inputs
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -34,7 +34,7 @@ def _tolerances(dtype, expected):
 def _compare(case, dtype, run_forward, run_backward_input, run_backward_weight):
     """Kernel results vs the float64 reference evaluated on the same (rounded) inputs."""
     n, c, g, h, w, k, s, p, d, layout = case
-    x, weight, grad = _make(*case, dtype=dtype)
+    x, weight, grad = make_inputs(*case, dtype=dtype)
     x64, w64 = x.double().requires_grad_(True), weight.double().requires_grad_(True)
     expected = involution_reference(x64, w64, s, p, d)
     expected_gx, expected_gw = torch.autograd.grad(expected, (x64, w64), grad.double())
@@ -92,7 +92,7 @@ def test_cupy_accepts_the_module_arguments():
 # marshalling (cuda.launch, the one function every launch goes through, is replaced); only the kernel
 # execution is emulated.
 
-_SHIM = r"""
+EMULATION_SHIM = r"""
 #include <algorithm>
 #include <barrier>
 #include <cstring>
@@ -175,7 +175,7 @@ def build_emulation(folder, source: str, expressions_by_dtype: dict[torch.dtype,
     compiler = shutil.which("g++")
     if compiler is None:
         require.missing("cpu", "no g++ to build the host emulation of the CUDA kernels")
-    code = _SHIM + source
+    code = EMULATION_SHIM + source
     for dtype, expressions in expressions_by_dtype.items():
         for expression in expressions:
             scalars = ", ".join(f"v[{i}]" for i in range(_scalar_count(expression)))
@@ -241,7 +241,7 @@ def _emulated_compare(case, dtype, kernels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_emulated_generic_kernels_match_reference(launched, case, dtype):
     """No case here has 16 channels per group with K 3/7 and padding (K-1)/2: the dispatch falls back."""
     _emulated_compare(case, dtype, "auto")
@@ -262,7 +262,7 @@ FAST_CASES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FAST_CASES, ids=case_id)
 def test_emulated_fast_kernels_match_reference(launched, case, dtype):
     """The fast kernels (the dispatch picks them for these shapes), in every dtype."""
     _emulated_compare(case, dtype, "auto")
@@ -270,14 +270,14 @@ def test_emulated_fast_kernels_match_reference(launched, case, dtype):
     assert all(c.index_bits == 32 for c in launched if c.fast)
 
 
-@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FAST_CASES, ids=case_id)
 def test_emulated_generic_kernels_on_rednet_shapes(launched, case):
     _emulated_compare(case, torch.float32, "generic")
     assert [c.fast for c in launched] == [False] * 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", [FAST_CASES[1], FAST_CASES[3]], ids=_case_id)
+@pytest.mark.parametrize("case", [FAST_CASES[1], FAST_CASES[3]], ids=case_id)
 def test_emulated_fast_kernels_64bit_index(launched, case, dtype, monkeypatch):
     """The 64-bit instantiations, chosen here by lowering the 32-bit limit below the tensors' sizes."""
     monkeypatch.setattr(cuda, "INT32_MAX", 100)
@@ -287,7 +287,7 @@ def test_emulated_fast_kernels_64bit_index(launched, case, dtype, monkeypatch):
 
 def test_emulated_fast_kernels_read_zero_strides(launched):
     """The gradient of out.sum() arrives expanded (zero strides) and the fast kernels stage it as it is."""
-    x, weight, _ = _make(*FAST_CASES[1])
+    x, weight, _ = make_inputs(*FAST_CASES[1])
     grad = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(2, 32, *weight.shape[-2:])
     x64, w64 = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     want_gx, want_gw = torch.autograd.grad(involution_reference(x64, w64, 1, 3, 1).sum(), (x64, w64))
@@ -299,7 +299,7 @@ def test_emulated_fast_kernels_read_zero_strides(launched):
 
 def test_emulated_generic_kernels_read_zero_strides(launched):
     """The gradient of out.sum() arrives as an expanded tensor with zero strides: no copy is needed."""
-    x, weight, _ = _make(*CASES[2])
+    x, weight, _ = make_inputs(*CASES[2])
     grad = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(1, 16, *weight.shape[-2:])
     expected = involution_reference(x, weight.requires_grad_(True), 3, 3, 1)
     (want,) = torch.autograd.grad(expected.sum(), weight)
@@ -317,7 +317,7 @@ def test_emulation_catches_a_flipped_tap(tmp_path, monkeypatch):
     expression = cuda.fast_expression("forward", torch.float32, 7, 1, 32)
     library = build_emulation(tmp_path, source.replace(*FLIPPED_TAP), {torch.float32: [expression]})
     monkeypatch.setattr(cuda, "launch", emulated_launch(library))
-    x, weight, _ = _make(*FAST_CASES[1], dtype=torch.float32)
+    x, weight, _ = make_inputs(*FAST_CASES[1], dtype=torch.float32)
     got = cuda.forward(x, weight, (1, 1), (3, 3), (1, 1), kernels="fast")
     want = involution_reference(x.double(), weight.double(), 1, 3, 1)
     with pytest.raises(AssertionError, match="Mismatched elements"):
@@ -346,7 +346,7 @@ def _on_gpu(function):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_cuda_backend_matches_reference(case, dtype):
     def forward_and_grads(x, w, s, p, d):
         return involution(x, w, s, p, d, backend="cuda")
@@ -366,7 +366,7 @@ def test_cuda_backend_matches_reference(case, dtype):
 @gpu
 @pytest.mark.parametrize("kernels", ["fast", "generic"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FAST_CASES, ids=case_id)
 def test_cuda_fast_and_generic_kernels_on_rednet_shapes(case, dtype, kernels):
     _compare(
         case,
@@ -383,7 +383,7 @@ def test_cuda_fast_and_generic_kernels_on_rednet_shapes(case, dtype, kernels):
 def test_cuda_autograd_end_to_end(dtype):
     case = CASES[1]
     n, c, g, h, w, k, s, p, d, layout = case
-    x, weight, grad = (t.cuda() for t in _make(*case, dtype=dtype))
+    x, weight, grad = (t.cuda() for t in make_inputs(*case, dtype=dtype))
     x.requires_grad_(True)
     weight.requires_grad_(True)
     out = involution(x, weight, s, p, d)  # default dispatch: the CUDA kernels
