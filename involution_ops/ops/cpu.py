@@ -43,6 +43,8 @@ def _extension_name() -> str:
     digest.update(" ".join(CFLAGS).encode())
     digest.update(torch.__version__.encode())
     digest.update(_cpu_signature().encode())
+    # the build file names the sources by path: two checkouts sharing one name would rewrite it and rebuild in turn
+    digest.update(str(CSRC).encode())
     return f"involution_cpu_{digest.hexdigest()[:16]}"
 
 
