@@ -5,9 +5,12 @@ the reference in every dtype (skipped without a GPU and CuPy)."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,34 +173,49 @@ def _scalar_count(expression: str) -> int:
     return (_FAST_SCALARS if "fast_" in expression else _SCALARS)[role]
 
 
-def build_emulation(folder, source: str, expressions_by_dtype: dict[torch.dtype, list[str]]) -> ctypes.CDLL:
-    """Compile `source` (the kernels) with g++ into a library of one run_* entry per expression."""
+EMULATION_FLAGS = ("-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas", "-shared", "-fPIC")
+
+
+def compile_emulation(folder: Path, code: str) -> ctypes.CDLL:
+    """`code` compiled with g++ into a library in `folder`, named by a hash of the code, the flags and the
+    compiler's version: in a folder kept between runs (the `emulation_folder` fixture) each version of
+    the kernels is compiled once."""
     compiler = shutil.which("g++")
     if compiler is None:
         require.missing("cpu", "no g++ to build the host emulation of the CUDA kernels")
+    version = subprocess.run([compiler, "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    digest = hashlib.sha256("\0".join((compiler, version, *EMULATION_FLAGS, code)).encode()).hexdigest()[:20]
+    library = folder / f"emulation_{digest}.so"
+    if not library.exists():
+        partial = folder / f"emulation_{digest}.{os.getpid()}"  # another run may build the same library
+        partial.with_suffix(".cpp").write_text(code)
+        result = subprocess.run(
+            [compiler, *EMULATION_FLAGS, "-o", str(partial.with_suffix(".so")), str(partial.with_suffix(".cpp"))],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        partial.with_suffix(".cpp").unlink()
+        os.replace(partial.with_suffix(".so"), library)
+    return ctypes.CDLL(str(library))
+
+
+def build_emulation(folder: Path, source: str, expressions_by_dtype: dict[torch.dtype, list[str]]) -> ctypes.CDLL:
+    """`source` (the kernels) with one run_* entry per expression, compiled by `compile_emulation`."""
     code = EMULATION_SHIM + source
     for dtype, expressions in expressions_by_dtype.items():
         for expression in expressions:
             scalars = ", ".join(f"v[{i}]" for i in range(_scalar_count(expression)))
             code += _ENTRY.format(symbol=_symbol(expression), type=cuda.TYPE_NAMES[dtype], expression=expression,
                                   scalars=scalars)
-    (folder / "emulation.cpp").write_text(code)
-    library = folder / "emulation.so"
-    result = subprocess.run(
-        [compiler, "-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas", "-shared", "-fPIC", "-o", str(library),
-         str(folder / "emulation.cpp")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return ctypes.CDLL(str(library))
+    return compile_emulation(folder, code)
 
 
 @pytest.fixture(scope="session")
-def emulated_kernels(tmp_path_factory):
-    """Every kernel of every dtype (generic and fast), compiled once per session."""
+def emulated_kernels(emulation_folder):
+    """Every kernel of every dtype (generic and fast), compiled once per version of the source."""
     return build_emulation(
-        tmp_path_factory.mktemp("cuda_emulation"), cuda.kernel_source(), {d: cuda.name_expressions(d) for d in DTYPES}
+        emulation_folder, cuda.kernel_source(), {d: cuda.name_expressions(d) for d in DTYPES}
     )
 
 
