@@ -64,7 +64,7 @@ def nvrtc_library():
     return library
 
 
-@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("arch", [pytest.param("compute_80", marks=pytest.mark.slow), "compute_90"])  # ~8 s each
 def test_cuda_source_compiles_to_ptx(nvrtc_library, arch):
     """PTX with every kernel's entry (every dtype and architecture to CUBIN: test_cuda_static.py)."""
     dtype = torch.float32
