@@ -1,12 +1,15 @@
 """The compiled CPU kernel: built on first use with torch.utils.cpp_extension and
 cached (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). Build failures
 are remembered; the dispatcher then falls back to the reference with one warning.
+`fresh_load_state` lets a test start that memory afresh (a rebuild, or a failed build).
 """
 from __future__ import annotations
 
 import hashlib
 import platform
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -40,6 +43,8 @@ def _extension_name() -> str:
     digest.update(" ".join(CFLAGS).encode())
     digest.update(torch.__version__.encode())
     digest.update(_cpu_signature().encode())
+    # the build file names the sources by path: two checkouts sharing one name would rewrite it and rebuild in turn
+    digest.update(str(CSRC).encode())
     return f"involution_cpu_{digest.hexdigest()[:16]}"
 
 
@@ -78,6 +83,22 @@ def load_error() -> str | None:
     """None when the kernel is usable, else why it is not (building it on first call)."""
     _try_load()
     return _error
+
+
+@contextmanager
+def fresh_load_state(build_error: str | None = None) -> Iterator[None]:
+    """Within the block the kernel counts as never loaded: the next use builds it again (from
+    `CSRC` as it is then), or, given `build_error`, reads as a build that failed with that
+    message. The state from before is restored on exit. The seam the fallback tests use."""
+    global _module, _error
+    with _lock:
+        saved = _module, _error
+        _module, _error = None, build_error
+    try:
+        yield
+    finally:
+        with _lock:
+            _module, _error = saved
 
 
 def load() -> ModuleType:

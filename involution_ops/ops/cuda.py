@@ -252,9 +252,18 @@ def _function(expression: str, dtype: torch.dtype, device: torch.device):
     return module.get_function(expression)
 
 
-def _launch(choice: KernelChoice, output: torch.Tensor, tensors: list[torch.Tensor], scalars: list[int]) -> torch.Tensor:
-    """Run `choice` on the tensors' data; scalars are passed as 32-bit ints (fast kernels' sizes), then
-    as the choice's index type. The tests replace this function with the host emulation."""
+def compiled_modules() -> list[tuple[int, torch.dtype]]:
+    """(device index, dtype) of every module compiled so far: one NVRTC compile each."""
+    with _lock:
+        return list(_modules)
+
+
+def launch(choice: KernelChoice, output: torch.Tensor, tensors: list[torch.Tensor], scalars: list[int]) -> torch.Tensor:
+    """Run `choice` on the tensors' data into `output`, with `scalars` marshalled by `scalar_args`.
+
+    Every kernel of forward / backward_input / backward_weight runs through this one function,
+    after the dispatch and the argument marshalling: the tests replace it with a host emulation
+    of the same kernels, which then checks all of the backend but the GPU launch itself."""
     import cupy
     import numpy as np
 
@@ -263,7 +272,7 @@ def _launch(choice: KernelChoice, output: torch.Tensor, tensors: list[torch.Tens
     device = output.device
     kernel = _function(choice.expression, output.dtype, device)
     pointers = [np.uint64(t.data_ptr()) for t in (*tensors, output)]
-    args = (*pointers, *_scalar_args(choice, scalars))
+    args = (*pointers, *scalar_args(choice, scalars))
     with cupy.cuda.Device(device.index):
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream, device.index)
         kernel(choice.grid, (choice.block,), args, stream=stream)
@@ -273,7 +282,9 @@ def _launch(choice: KernelChoice, output: torch.Tensor, tensors: list[torch.Tens
 FAST_SIZE_ARGS = 5  # groups, h, w, ho, wo: int in every fast kernel
 
 
-def _scalar_args(choice: KernelChoice, scalars: list[int]) -> list:
+def scalar_args(choice: KernelChoice, scalars: list[int]) -> list:
+    """The kernel's scalar arguments as NumPy ints: the fast kernels take their first FAST_SIZE_ARGS
+    (sizes) as 32-bit ints and the rest in the choice's index type; the generic ones all as 64-bit."""
     import numpy as np
 
     if not choice.fast:
@@ -292,7 +303,7 @@ def _run(choice, output, tensors, n, c, h, w, groups, kh, kw, ho, wo, stride, pa
         scalars = [groups, h, w, ho, wo, *strides]
     else:
         scalars = _shape(n, c, h, w, groups, kh, kw, ho, wo, stride, padding, dilation) + strides
-    return _launch(choice, output, tensors, scalars)
+    return launch(choice, output, tensors, scalars)
 
 
 def forward(x, weight, stride, padding, dilation, kernels: str = "auto") -> torch.Tensor:

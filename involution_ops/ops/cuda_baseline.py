@@ -151,7 +151,11 @@ def _function(role: str, dtype: torch.dtype, geometry: Geometry, device_index: i
         return module.get_function(KERNELS[role])
 
 
-def _launch(role: str, geometry: Geometry, output: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+def launch(role: str, geometry: Geometry, output: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Run the `role` kernel compiled for `geometry` on the inputs' data into `output`.
+
+    forward / backward_input / backward_weight run every kernel through this one function: the
+    tests replace it with a host emulation of the same kernel source."""
     import cupy
     import numpy as np
 
@@ -177,7 +181,7 @@ def forward(x, weight, stride, padding, dilation) -> torch.Tensor:
     _, groups, kh, kw, ho, wo = weight.shape
     geometry = Geometry(n, c, h, w, groups, kh, kw, ho, wo, *stride, *padding, *dilation)
     out = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device)
-    return _launch("forward", geometry, out, [x, weight])
+    return launch("forward", geometry, out, [x, weight])
 
 
 def backward_input(grad_out, weight, input_size, stride, padding, dilation) -> torch.Tensor:
@@ -186,7 +190,7 @@ def backward_input(grad_out, weight, input_size, stride, padding, dilation) -> t
     h, w = input_size
     geometry = Geometry(n, c, h, w, groups, kh, kw, ho, wo, *stride, *padding, *dilation)
     grad_x = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
-    return _launch("backward_input", geometry, grad_x, [grad_out, weight])
+    return launch("backward_input", geometry, grad_x, [grad_out, weight])
 
 
 def backward_weight(grad_out, x, kernel_size, groups, stride, padding, dilation) -> torch.Tensor:
@@ -195,4 +199,4 @@ def backward_weight(grad_out, x, kernel_size, groups, stride, padding, dilation)
     kh, kw = kernel_size
     geometry = Geometry(n, c, h, w, groups, kh, kw, ho, wo, *stride, *padding, *dilation)
     grad_weight = torch.empty((n, groups, kh, kw, ho, wo), dtype=grad_out.dtype, device=grad_out.device)
-    return _launch("backward_weight", geometry, grad_weight, [grad_out, x])
+    return launch("backward_weight", geometry, grad_weight, [grad_out, x])

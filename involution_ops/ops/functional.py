@@ -5,14 +5,16 @@ of any order, torch.func transforms and vmap on the backends' own kernels.
 
 Backends: `reference` (plain PyTorch, any device), `cpu` (compiled C++ kernel),
 `cuda` (CuPy kernels). Selection order: the `backend=` argument, then the
-INVOLUTION_BACKEND environment variable, then the tensors' device.
+INVOLUTION_BACKEND environment variable, then the tensors' device. Every kernel call
+of the three ops picks its backend through `implementation_for`, once per call.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 import torch
@@ -188,7 +190,7 @@ def _involution(
 
 # --------------------------------------------------------------------------- backends
 
-class _ReferenceBackend:
+class ReferenceBackend:
     """Adapter giving the reference the kernel-backend interface."""
 
     @staticmethod
@@ -209,6 +211,19 @@ class _ReferenceBackend:
 _warned_fallback: set[str] = set()
 
 
+@contextmanager
+def fresh_fallback_warnings() -> Iterator[None]:
+    """Within the block no fallback has been warned about yet, so the next one warns again;
+    the memory from before is restored on exit. The seam the fallback tests use."""
+    saved = set(_warned_fallback)
+    _warned_fallback.clear()
+    try:
+        yield
+    finally:
+        _warned_fallback.clear()
+        _warned_fallback.update(saved)
+
+
 def _fallback(kind: str, reason: str):
     if kind not in _warned_fallback:
         _warned_fallback.add(kind)
@@ -223,14 +238,17 @@ def _fallback(kind: str, reason: str):
             RuntimeWarning,
             stacklevel=3,
         )
-    return _ReferenceBackend
+    return ReferenceBackend
 
 
-def _implementation(backend: str, device: torch.device) -> ModuleType | type:
+def implementation_for(backend: str, device: torch.device) -> ModuleType | type:
+    """The one dispatch point: what runs a kernel call of the ops (an object with `forward`,
+    `backward_input` and `backward_weight`) for `backend` ("auto" or one of BACKENDS) on `device`.
+    Called once per kernel call, the forward's after its inputs are validated (the tests count calls here)."""
     # checked again for callers of the op itself (TorchScript): the variable decides "auto"
     backend = _requested_backend(None if backend == _AUTO else backend, device)
     if backend == "reference":
-        return _ReferenceBackend
+        return ReferenceBackend
     for name in ("cpu", "cuda"):
         if backend == name or (backend == _AUTO and device.type == name):
             module = importlib.import_module(f"{__package__}.{name}")  # imported on first use only
@@ -239,7 +257,7 @@ def _implementation(backend: str, device: torch.device) -> ModuleType | type:
                 return module if error is None else _fallback(name, error)
             module.load()
             return module
-    return _ReferenceBackend
+    return ReferenceBackend
 
 
 # --------------------------------------------------------------------------- torch.library
@@ -276,18 +294,18 @@ _backward_weight_op = torch.ops.involution_ops.involution_backward_weight.defaul
 def _forward_kernel(x, weight, stride, padding, dilation, backend):
     # checked again here for callers of the op itself (TorchScript, saved graphs): no kernel sees bad sizes
     stride, padding, dilation = _checked(x, weight, list(stride), list(padding), list(dilation))
-    impl = _implementation(backend, x.device)
+    impl = implementation_for(backend, x.device)
     return impl.forward(x, weight, stride, padding, dilation).contiguous()
 
 
 def _backward_input_kernel(grad_out, weight, input_size, stride, padding, dilation, backend):
-    impl = _implementation(backend, grad_out.device)
+    impl = implementation_for(backend, grad_out.device)
     result = impl.backward_input(grad_out, weight, tuple(input_size), tuple(stride), tuple(padding), tuple(dilation))
     return result.contiguous()
 
 
 def _backward_weight_kernel(grad_out, x, kernel_size, groups, stride, padding, dilation, backend):
-    impl = _implementation(backend, grad_out.device)
+    impl = implementation_for(backend, grad_out.device)
     result = impl.backward_weight(
         grad_out, x, tuple(kernel_size), groups, tuple(stride), tuple(padding), tuple(dilation)
     )

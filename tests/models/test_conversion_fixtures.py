@@ -103,7 +103,7 @@ def test_official_mmcls_checkpoint_lands_in_place(tmp_path, depth):
     assert_same_tensors(model.state_dict(), expected)
 
 
-@pytest.mark.parametrize("depth", [26, 50])
+@pytest.mark.parametrize("depth", [26, pytest.param(50, marks=pytest.mark.slow)])
 def test_paddleclas_weights_land_in_place(tmp_path, depth):
     layout = read_layout(f"paddleclas_rednet{depth}.txt")
     rng = np.random.RandomState(depth)

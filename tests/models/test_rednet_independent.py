@@ -171,7 +171,8 @@ def _model(depth: int, x: torch.Tensor, **kwargs) -> tuple[RedNet, dict[str, tor
     return model, state
 
 
-@pytest.mark.parametrize("depth", sorted(PLAIN_BLOCKS))
+# RedNet-26 stays in the fast loop (-m "not slow"); the deeper ones (several seconds each) differ in block counts
+@pytest.mark.parametrize("depth", [26, *(pytest.param(d, marks=pytest.mark.slow) for d in sorted(PLAIN_BLOCKS) if d != 26)])
 def test_classifier_matches_plain_rednet(depth):
     x = torch.from_numpy(np.random.RandomState(100 + depth).normal(size=(2, 3, 64, 96)))
     model, state = _model(depth, x, num_classes=7)
@@ -181,7 +182,9 @@ def test_classifier_matches_plain_rednet(depth):
     assert_close_relative(logits, expected, f"RedNet-{depth} logits")
 
 
-@pytest.mark.parametrize("depth,stem_kernel", [(26, 7), (38, 3), (50, 7), (101, 7)])
+@pytest.mark.parametrize("depth,stem_kernel", [
+    (26, 7), *(pytest.param(d, k, marks=pytest.mark.slow) for d, k in [(38, 3), (50, 7), (101, 7)])
+])
 def test_backbone_stages_match_plain_rednet(depth, stem_kernel):
     x = torch.from_numpy(np.random.RandomState(200 + depth).normal(size=(2, 3, 96, 64)))
     model, state = _model(depth, x, out_indices=(0, 1, 2, 3), stem_kernel_size=stem_kernel)

@@ -15,3 +15,12 @@ def cpu_kernel():
     if error is not None:
         require.missing("cpu", f"the CPU kernel cannot be built here: {error}")
     return cpu.load()
+
+
+@pytest.fixture(scope="session")
+def emulation_folder(request, tmp_path_factory):
+    """Where the host emulations of the CUDA kernels are compiled: pytest's cache (.pytest_cache, kept between
+    runs, emptied by --cache-clear) when it is on, else a temporary folder. Libraries are named by a hash of
+    their code, so a changed kernel is compiled again."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("cuda_emulation") if cache is not None else tmp_path_factory.mktemp("cuda_emulation")

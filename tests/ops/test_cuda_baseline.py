@@ -4,17 +4,14 @@ benchmark compares the fast kernels with it, so it must compute the operator."""
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import pytest
 import torch
 
-from support import require
 from involution_ops.ops import cuda_baseline
 from involution_ops.ops.reference import involution_reference
-from test_op import _make
-from test_op_cuda import _SHIM
+from test_op import make_inputs
+from test_op_cuda import EMULATION_SHIM, compile_emulation
 
 _ENTRY = r"""
 extern "C" void run_{role}(const void* a, const void* b, void* out, unsigned grid, unsigned block) {{
@@ -25,24 +22,11 @@ extern "C" void run_{role}(const void* a, const void* b, void* out, unsigned gri
 
 
 def _emulated_launch(folder):
-    compiler = shutil.which("g++")
-    if compiler is None:
-        require.missing("cpu", "no g++ to build the host emulation of the CUDA kernels")
-
     libraries = {}
 
     def build(dtype, geometry):
-        name = f"baseline_{len(libraries)}"
-        code = _SHIM + cuda_baseline.module_source(dtype, geometry)
-        code += "".join(_ENTRY.format(role=r) for r in cuda_baseline.KERNELS)
-        (folder / f"{name}.cpp").write_text(code)
-        result = subprocess.run(
-            [compiler, "-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas", "-shared", "-fPIC", "-o",
-             str(folder / f"{name}.so"), str(folder / f"{name}.cpp")],
-            capture_output=True, text=True,
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        return ctypes.CDLL(str(folder / f"{name}.so"))
+        code = EMULATION_SHIM + cuda_baseline.module_source(dtype, geometry)
+        return compile_emulation(folder, code + "".join(_ENTRY.format(role=r) for r in cuda_baseline.KERNELS))
 
     def launch(role, geometry, output, inputs):
         key = (output.dtype, geometry)
@@ -63,10 +47,10 @@ def _emulated_launch(folder):
     ids=["k7s1", "k3s2", "k5s2d2"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_emulated_baseline_matches_reference(case, dtype, tmp_path, monkeypatch):
-    monkeypatch.setattr(cuda_baseline, "_launch", _emulated_launch(tmp_path))
+def test_emulated_baseline_matches_reference(case, dtype, emulation_folder, monkeypatch):
+    monkeypatch.setattr(cuda_baseline, "launch", _emulated_launch(emulation_folder))
     n, c, g, h, w, k, s, p, d, _ = case
-    x, weight, grad = _make(*case, dtype=dtype)
+    x, weight, grad = make_inputs(*case, dtype=dtype)
     x64, w64 = x.double().requires_grad_(True), weight.double().requires_grad_(True)
     want = involution_reference(x64, w64, s, p, d)
     want_gx, want_gw = torch.autograd.grad(want, (x64, w64), grad.double())

@@ -30,8 +30,16 @@ def nvdisasm():
     return found
 
 
-@pytest.mark.parametrize("arch", cuda_static.ARCHES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+# ~10 s of NVRTC each: the fast loop (-m "not slow") compiles the report's one, which the figures below reuse
+COMPILES = [
+    pytest.param(dtype, arch, id=f"{dtype}-{arch}",
+                 marks=() if (dtype, arch) == (torch.float32, cuda_static.REPORT_ARCH) else pytest.mark.slow)
+    for arch in cuda_static.ARCHES
+    for dtype in DTYPES
+]
+
+
+@pytest.mark.parametrize("dtype, arch", COMPILES)
 def test_every_instantiation_compiles_to_cubin_without_spills(library, dtype, arch):
     expressions = tuple(cuda.name_expressions(dtype))
     compiled = cuda_static.compile_module(cuda.kernel_source(), expressions, arch, library)
@@ -85,6 +93,7 @@ def test_no_fast_kernel_calls_a_64bit_division(figures):
     assert all(f.division_calls > 0 for f in ours if f.family == "generic")  # the counter sees them
 
 
+@pytest.mark.slow  # compiles every dtype for every architecture
 def test_report_names_every_kernel(library, nvdisasm):
     text = cuda_static.report(library, nvdisasm)
     for role in cuda.ROLES:

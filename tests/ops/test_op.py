@@ -24,7 +24,7 @@ def _out_size(h, w, k, s, p, d):
     return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
 
-def _make(n, c, g, h, w, k, s, p, d, layout="contiguous", dtype=torch.float64, seed=0):
+def make_inputs(n, c, g, h, w, k, s, p, d, layout="contiguous", dtype=torch.float64, seed=0):
     gen = torch.Generator().manual_seed(seed)
     kh, kw = _pair(k)
     ho, wo = _out_size(h, w, k, s, p, d)
@@ -63,14 +63,14 @@ CASES = [
 ]
 
 
-def _case_id(case):
+def case_id(case):
     n, c, g, h, w, k, s, p, d, layout = case
     return f"n{n}c{c}g{g}-{h}x{w}-k{k}s{s}p{p}d{d}-{layout}".replace(" ", "")
 
 
 def _check_against_reference(case, backend, dtype, tol):
     n, c, g, h, w, k, s, p, d, layout = case
-    x, weight, grad = _make(*case, dtype=dtype)
+    x, weight, grad = make_inputs(*case, dtype=dtype)
     x.requires_grad_(True)
     weight.requires_grad_(True)
     expected = involution_reference(x, weight, s, p, d)
@@ -100,10 +100,10 @@ def _brute_force(x, weight, stride, padding, dilation):
     return out
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[9]], ids=_case_id)
+@pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[9]], ids=case_id)
 def test_reference_matches_python_loop(case):
     n, c, g, h, w, k, s, p, d, _ = case
-    x, weight, _ = _make(n, c, g, h, w, k, s, p, d)
+    x, weight, _ = make_inputs(n, c, g, h, w, k, s, p, d)
     torch.testing.assert_close(involution_reference(x, weight, s, p, d), _brute_force(x, weight, s, p, d))
 
 
@@ -115,27 +115,27 @@ def _unfold_formula(x, weight, stride, padding, dilation):
     return (cols * weight.reshape(n, g, 1, kh * kw, ho, wo)).sum(dim=3).view(n, c, ho, wo)
 
 
-@pytest.mark.parametrize("case", CASES[:8], ids=_case_id)
+@pytest.mark.parametrize("case", CASES[:8], ids=case_id)
 def test_reference_matches_unfold_formula(case):
     n, c, g, h, w, k, s, p, d, layout = case
-    x, weight, _ = _make(*case)
+    x, weight, _ = make_inputs(*case)
     torch.testing.assert_close(involution_reference(x, weight, s, p, d), _unfold_formula(x, weight, s, p, d))
 
 
 # --------------------------------------------------------------------------- backends vs reference
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_reference_backend_gradients(case):
     """The op's reference backend uses explicit backward formulas: check them against autograd."""
     _check_against_reference(case, "reference", torch.float64, 1e-10)
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_cpu_kernel_float64(cpu_kernel, case):
     _check_against_reference(case, "cpu", torch.float64, 1e-10)
 
 
-@pytest.mark.parametrize("case", CASES[:3], ids=_case_id)
+@pytest.mark.parametrize("case", CASES[:3], ids=case_id)
 def test_cpu_kernel_float32(cpu_kernel, case):
     _check_against_reference(case, "cpu", torch.float32, 1e-4)
 
@@ -143,7 +143,7 @@ def test_cpu_kernel_float32(cpu_kernel, case):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cpu_kernel_low_precision_accumulates_in_float32(cpu_kernel, dtype):
     case = (2, 32, 2, 14, 13, 7, 1, 3, 1, "contiguous")
-    x, weight, grad = _make(*case, dtype=dtype)
+    x, weight, grad = make_inputs(*case, dtype=dtype)
     x.requires_grad_(True)
     weight.requires_grad_(True)
     out = involution(x, weight, 1, 3, 1, backend="cpu")
@@ -213,7 +213,7 @@ def _spy_cpu_forward(monkeypatch):
 def test_cpu_tensors_dispatch_to_cpu_kernel(cpu_kernel, monkeypatch):
     monkeypatch.delenv(functional.ENV_VAR, raising=False)
     calls = _spy_cpu_forward(monkeypatch)
-    x, weight, _ = _make(*CASES[0])
+    x, weight, _ = make_inputs(*CASES[0])
     involution(x, weight, 1, 1, 1)
     assert len(calls) == 1
     involution(x, weight, 1, 1, 1, backend="reference")
@@ -222,7 +222,7 @@ def test_cpu_tensors_dispatch_to_cpu_kernel(cpu_kernel, monkeypatch):
 
 def test_environment_variable_forces_backend(cpu_kernel, monkeypatch):
     calls = _spy_cpu_forward(monkeypatch)
-    x, weight, _ = _make(*CASES[0])
+    x, weight, _ = make_inputs(*CASES[0])
     monkeypatch.setenv(functional.ENV_VAR, "reference")
     involution(x, weight, 1, 1, 1)
     assert not calls
@@ -234,7 +234,7 @@ def test_environment_variable_forces_backend(cpu_kernel, monkeypatch):
 
 
 def test_backend_device_mismatch_and_unknown_backend():
-    x, weight, _ = _make(*CASES[0])
+    x, weight, _ = make_inputs(*CASES[0])
     with pytest.raises(ValueError, match=r"backend='cuda' needs cuda tensors.*cpu"):
         involution(x, weight, 1, 1, 1, backend="cuda")
     with pytest.raises(ValueError, match=r"backend='triton' is not a backend"):
@@ -243,19 +243,19 @@ def test_backend_device_mismatch_and_unknown_backend():
 
 def test_unbuildable_cpu_kernel_falls_back_once_with_warning(monkeypatch):
     monkeypatch.delenv(functional.ENV_VAR, raising=False)
-    monkeypatch.setattr(cpu, "_module", None)
-    monkeypatch.setattr(cpu, "_error", "CalledProcessError: no compiler")
-    monkeypatch.setattr(functional, "_warned_fallback", set())
-    x, weight, _ = _make(*CASES[0])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = involution(x, weight, 1, 1, 1)
-        involution(x, weight, 1, 1, 1)
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and "no compiler" in messages[0]
-    torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1))
-    with pytest.raises(RuntimeError, match="could not be built.*no compiler"):
-        involution(x, weight, 1, 1, 1, backend="cpu")
+    x, weight, _ = make_inputs(*CASES[0])
+    before = cpu.load_error()
+    with cpu.fresh_load_state(build_error="CalledProcessError: no compiler"), functional.fresh_fallback_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = involution(x, weight, 1, 1, 1)
+            involution(x, weight, 1, 1, 1)
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1 and "no compiler" in messages[0]
+        torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1))
+        with pytest.raises(RuntimeError, match="could not be built.*no compiler"):
+            involution(x, weight, 1, 1, 1, backend="cpu")
+    assert cpu.load_error() == before  # the state from before the block is back
 
 
 def test_broken_cpu_kernel_source_warns_with_the_compiler_error(tmp_path, monkeypatch):
@@ -269,11 +269,8 @@ def test_broken_cpu_kernel_source_warns_with_the_compiler_error(tmp_path, monkey
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
     monkeypatch.delenv(functional.ENV_VAR, raising=False)
     monkeypatch.setattr(cpu, "CSRC", csrc)
-    monkeypatch.setattr(cpu, "_module", None)
-    monkeypatch.setattr(cpu, "_error", None)
-    monkeypatch.setattr(functional, "_warned_fallback", set())
-    x, weight, _ = _make(*CASES[0])
-    with pytest.warns(RuntimeWarning) as caught:
+    x, weight, _ = make_inputs(*CASES[0])
+    with cpu.fresh_load_state(), functional.fresh_fallback_warnings(), pytest.warns(RuntimeWarning) as caught:
         involution(x, weight, 1, 1, 1)
     message = str(caught[0].message)
     assert "no_such_header_for_this_test.h" in message and "build stopped" not in message
@@ -339,7 +336,7 @@ def test_fake_tensor_shapes():
 
 
 def test_opcheck_registration(cpu_kernel):
-    x, weight, _ = _make(*CASES[1], dtype=torch.float64)
+    x, weight, _ = make_inputs(*CASES[1], dtype=torch.float64)
     args = (x.requires_grad_(True), weight.requires_grad_(True), [2, 2], [2, 2], [1, 1], "cpu")
     torch.library.opcheck(torch.ops.involution_ops.involution.default, args)
 
@@ -383,7 +380,7 @@ def test_flop_counter_counts_involution_macs_times_two():
 
 
 def test_cpu_autocast_runs_in_autocast_dtype(cpu_kernel):
-    x, weight, _ = _make(*CASES[0], dtype=torch.float32)
+    x, weight, _ = make_inputs(*CASES[0], dtype=torch.float32)
     x.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = involution(x, weight, 1, 1, 1)
@@ -427,6 +424,6 @@ def test_bad_input_is_rejected_before_any_kernel(args, kwargs, error, message, b
     def kernel_must_not_run(*a, **k):
         raise AssertionError("a kernel ran on invalid input")
 
-    monkeypatch.setattr(functional, "_implementation", kernel_must_not_run)
+    monkeypatch.setattr(functional, "implementation_for", kernel_must_not_run)
     with pytest.raises(error, match=message):
         involution(*args, **kwargs, backend=backend)

@@ -5,9 +5,12 @@ the reference in every dtype (skipped without a GPU and CuPy)."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from support import require
 from involution_ops import involution
 from involution_ops.ops import cuda, nvrtc
 from involution_ops.ops.reference import involution_reference
-from test_op import CASES, _case_id, _make
+from test_op import CASES, case_id, make_inputs
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -34,7 +37,7 @@ def _tolerances(dtype, expected):
 def _compare(case, dtype, run_forward, run_backward_input, run_backward_weight):
     """Kernel results vs the float64 reference evaluated on the same (rounded) inputs."""
     n, c, g, h, w, k, s, p, d, layout = case
-    x, weight, grad = _make(*case, dtype=dtype)
+    x, weight, grad = make_inputs(*case, dtype=dtype)
     x64, w64 = x.double().requires_grad_(True), weight.double().requires_grad_(True)
     expected = involution_reference(x64, w64, s, p, d)
     expected_gx, expected_gw = torch.autograd.grad(expected, (x64, w64), grad.double())
@@ -61,7 +64,7 @@ def nvrtc_library():
     return library
 
 
-@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("arch", [pytest.param("compute_80", marks=pytest.mark.slow), "compute_90"])  # ~8 s each
 def test_cuda_source_compiles_to_ptx(nvrtc_library, arch):
     """PTX with every kernel's entry (every dtype and architecture to CUBIN: test_cuda_static.py)."""
     dtype = torch.float32
@@ -89,9 +92,10 @@ def test_cupy_accepts_the_module_arguments():
 # blockIdx / threadIdx are thread_local, and shared memory is one block-wide buffer filled with NaN
 # bytes before every block, so a kernel that reads shared memory it did not write, or reads before
 # the barrier, produces NaN. Launches go through the CUDA backend's own dispatch and argument
-# marshalling (cuda._launch is replaced); only the kernel execution is emulated.
+# marshalling (cuda.launch, the one function every launch goes through, is replaced); only the kernel
+# execution is emulated.
 
-_SHIM = r"""
+EMULATION_SHIM = r"""
 #include <algorithm>
 #include <barrier>
 #include <cstring>
@@ -169,46 +173,61 @@ def _scalar_count(expression: str) -> int:
     return (_FAST_SCALARS if "fast_" in expression else _SCALARS)[role]
 
 
-def build_emulation(folder, source: str, expressions_by_dtype: dict[torch.dtype, list[str]]) -> ctypes.CDLL:
-    """Compile `source` (the kernels) with g++ into a library of one run_* entry per expression."""
+EMULATION_FLAGS = ("-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas", "-shared", "-fPIC")
+
+
+def compile_emulation(folder: Path, code: str) -> ctypes.CDLL:
+    """`code` compiled with g++ into a library in `folder`, named by a hash of the code, the flags and the
+    compiler's version: in a folder kept between runs (the `emulation_folder` fixture) each version of
+    the kernels is compiled once."""
     compiler = shutil.which("g++")
     if compiler is None:
         require.missing("cpu", "no g++ to build the host emulation of the CUDA kernels")
-    code = _SHIM + source
+    version = subprocess.run([compiler, "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    digest = hashlib.sha256("\0".join((compiler, version, *EMULATION_FLAGS, code)).encode()).hexdigest()[:20]
+    library = folder / f"emulation_{digest}.so"
+    if not library.exists():
+        partial = folder / f"emulation_{digest}.{os.getpid()}"  # another run may build the same library
+        partial.with_suffix(".cpp").write_text(code)
+        result = subprocess.run(
+            [compiler, *EMULATION_FLAGS, "-o", str(partial.with_suffix(".so")), str(partial.with_suffix(".cpp"))],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        partial.with_suffix(".cpp").unlink()
+        os.replace(partial.with_suffix(".so"), library)
+    return ctypes.CDLL(str(library))
+
+
+def build_emulation(folder: Path, source: str, expressions_by_dtype: dict[torch.dtype, list[str]]) -> ctypes.CDLL:
+    """`source` (the kernels) with one run_* entry per expression, compiled by `compile_emulation`."""
+    code = EMULATION_SHIM + source
     for dtype, expressions in expressions_by_dtype.items():
         for expression in expressions:
             scalars = ", ".join(f"v[{i}]" for i in range(_scalar_count(expression)))
             code += _ENTRY.format(symbol=_symbol(expression), type=cuda.TYPE_NAMES[dtype], expression=expression,
                                   scalars=scalars)
-    (folder / "emulation.cpp").write_text(code)
-    library = folder / "emulation.so"
-    result = subprocess.run(
-        [compiler, "-O1", "-std=c++20", "-pthread", "-Wno-unknown-pragmas", "-shared", "-fPIC", "-o", str(library),
-         str(folder / "emulation.cpp")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return ctypes.CDLL(str(library))
+    return compile_emulation(folder, code)
 
 
 @pytest.fixture(scope="session")
-def emulated_kernels(tmp_path_factory):
-    """Every kernel of every dtype (generic and fast), compiled once per session."""
+def emulated_kernels(emulation_folder):
+    """Every kernel of every dtype (generic and fast), compiled once per version of the source."""
     return build_emulation(
-        tmp_path_factory.mktemp("cuda_emulation"), cuda.kernel_source(), {d: cuda.name_expressions(d) for d in DTYPES}
+        emulation_folder, cuda.kernel_source(), {d: cuda.name_expressions(d) for d in DTYPES}
     )
 
 
 def emulated_launch(library, launched: list | None = None):
-    """A replacement for cuda._launch that runs the chosen kernel in `library` on the CPU."""
+    """A replacement for cuda.launch that runs the chosen kernel in `library` on the CPU."""
 
     def launch(choice, output, tensors, scalars):
         if output.numel() == 0:
             return output
         function = getattr(library, _symbol(choice.expression))
         assert len(scalars) == _scalar_count(choice.expression)
-        args = cuda._scalar_args(choice, scalars)  # the GPU's marshalling: int32 where the kernel takes int
+        args = cuda.scalar_args(choice, scalars)  # the GPU's marshalling: int32 where the kernel takes int
         values = (ctypes.c_longlong * len(args))(*(int(a) for a in args))
         grid, block = (choice.grid, choice.block) if choice.fast else (GENERIC_GRID, GENERIC_BLOCK)
         pointers = [ctypes.c_void_p(t.data_ptr()) for t in (*tensors, output)]
@@ -225,7 +244,7 @@ def launched(emulated_kernels, monkeypatch) -> list:
     """Replaces the CUDA backend's launch by the threaded host emulation of the same kernels;
     the list receives the KernelChoice of every launch."""
     choices: list = []
-    monkeypatch.setattr(cuda, "_launch", emulated_launch(emulated_kernels, choices))
+    monkeypatch.setattr(cuda, "launch", emulated_launch(emulated_kernels, choices))
     return choices
 
 
@@ -240,7 +259,7 @@ def _emulated_compare(case, dtype, kernels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_emulated_generic_kernels_match_reference(launched, case, dtype):
     """No case here has 16 channels per group with K 3/7 and padding (K-1)/2: the dispatch falls back."""
     _emulated_compare(case, dtype, "auto")
@@ -261,7 +280,7 @@ FAST_CASES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FAST_CASES, ids=case_id)
 def test_emulated_fast_kernels_match_reference(launched, case, dtype):
     """The fast kernels (the dispatch picks them for these shapes), in every dtype."""
     _emulated_compare(case, dtype, "auto")
@@ -269,14 +288,14 @@ def test_emulated_fast_kernels_match_reference(launched, case, dtype):
     assert all(c.index_bits == 32 for c in launched if c.fast)
 
 
-@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FAST_CASES, ids=case_id)
 def test_emulated_generic_kernels_on_rednet_shapes(launched, case):
     _emulated_compare(case, torch.float32, "generic")
     assert [c.fast for c in launched] == [False] * 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", [FAST_CASES[1], FAST_CASES[3]], ids=_case_id)
+@pytest.mark.parametrize("case", [FAST_CASES[1], FAST_CASES[3]], ids=case_id)
 def test_emulated_fast_kernels_64bit_index(launched, case, dtype, monkeypatch):
     """The 64-bit instantiations, chosen here by lowering the 32-bit limit below the tensors' sizes."""
     monkeypatch.setattr(cuda, "INT32_MAX", 100)
@@ -286,7 +305,7 @@ def test_emulated_fast_kernels_64bit_index(launched, case, dtype, monkeypatch):
 
 def test_emulated_fast_kernels_read_zero_strides(launched):
     """The gradient of out.sum() arrives expanded (zero strides) and the fast kernels stage it as it is."""
-    x, weight, _ = _make(*FAST_CASES[1])
+    x, weight, _ = make_inputs(*FAST_CASES[1])
     grad = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(2, 32, *weight.shape[-2:])
     x64, w64 = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     want_gx, want_gw = torch.autograd.grad(involution_reference(x64, w64, 1, 3, 1).sum(), (x64, w64))
@@ -298,7 +317,7 @@ def test_emulated_fast_kernels_read_zero_strides(launched):
 
 def test_emulated_generic_kernels_read_zero_strides(launched):
     """The gradient of out.sum() arrives as an expanded tensor with zero strides: no copy is needed."""
-    x, weight, _ = _make(*CASES[2])
+    x, weight, _ = make_inputs(*CASES[2])
     grad = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(1, 16, *weight.shape[-2:])
     expected = involution_reference(x, weight.requires_grad_(True), 3, 3, 1)
     (want,) = torch.autograd.grad(expected.sum(), weight)
@@ -315,8 +334,8 @@ def test_emulation_catches_a_flipped_tap(tmp_path, monkeypatch):
     assert source.count(FLIPPED_TAP[0]) == 1
     expression = cuda.fast_expression("forward", torch.float32, 7, 1, 32)
     library = build_emulation(tmp_path, source.replace(*FLIPPED_TAP), {torch.float32: [expression]})
-    monkeypatch.setattr(cuda, "_launch", emulated_launch(library))
-    x, weight, _ = _make(*FAST_CASES[1], dtype=torch.float32)
+    monkeypatch.setattr(cuda, "launch", emulated_launch(library))
+    x, weight, _ = make_inputs(*FAST_CASES[1], dtype=torch.float32)
     got = cuda.forward(x, weight, (1, 1), (3, 3), (1, 1), kernels="fast")
     want = involution_reference(x.double(), weight.double(), 1, 3, 1)
     with pytest.raises(AssertionError, match="Mismatched elements"):
@@ -345,7 +364,7 @@ def _on_gpu(function):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_cuda_backend_matches_reference(case, dtype):
     def forward_and_grads(x, w, s, p, d):
         return involution(x, w, s, p, d, backend="cuda")
@@ -365,7 +384,7 @@ def test_cuda_backend_matches_reference(case, dtype):
 @gpu
 @pytest.mark.parametrize("kernels", ["fast", "generic"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", FAST_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FAST_CASES, ids=case_id)
 def test_cuda_fast_and_generic_kernels_on_rednet_shapes(case, dtype, kernels):
     _compare(
         case,
@@ -382,7 +401,7 @@ def test_cuda_fast_and_generic_kernels_on_rednet_shapes(case, dtype, kernels):
 def test_cuda_autograd_end_to_end(dtype):
     case = CASES[1]
     n, c, g, h, w, k, s, p, d, layout = case
-    x, weight, grad = (t.cuda() for t in _make(*case, dtype=dtype))
+    x, weight, grad = (t.cuda() for t in make_inputs(*case, dtype=dtype))
     x.requires_grad_(True)
     weight.requires_grad_(True)
     out = involution(x, weight, s, p, d)  # default dispatch: the CUDA kernels
@@ -405,7 +424,7 @@ def test_cuda_compiles_once_per_dtype_and_uses_current_stream():
             out = involution(x, weight, 1, 1, 1, backend="cuda")
         stream.synchronize()
         torch.testing.assert_close(out, involution_reference(x, weight, 1, 1, 1), rtol=1e-4, atol=1e-4)
-    assert sum(1 for (_, dtype) in cuda._modules if dtype == torch.float32) == 1
+    assert sum(1 for (_, dtype) in cuda.compiled_modules() if dtype == torch.float32) == 1
 
 
 @pytest.mark.gpu

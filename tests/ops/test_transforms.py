@@ -152,8 +152,8 @@ def test_vmap_matches_reference_with_one_batched_kernel_call(op, monkeypatch):
     xs, weights = _inputs(seed=3, batch=6)
     xs, weights = xs.view(3, 2, *xs.shape[1:]), weights.view(3, 2, *weights.shape[1:])
     calls = []  # backend look-ups: one per kernel call
-    implementation = functional._implementation
-    monkeypatch.setattr(functional, "_implementation", lambda *args: calls.append(1) or implementation(*args))
+    implementation = functional.implementation_for
+    monkeypatch.setattr(functional, "implementation_for", lambda *args: calls.append(1) or implementation(*args))
 
     for in_dims, args in (
         ((0, 0), (xs, weights)),
@@ -223,8 +223,8 @@ def test_scripted_function_validates_and_honours_the_backend_variable(monkeypatc
         _scripted_call(x, weight[..., :2, :2])
 
     used = []
-    reference_forward = functional._ReferenceBackend.forward
-    monkeypatch.setattr(functional._ReferenceBackend, "forward", lambda *a: used.append(1) or reference_forward(*a))
+    reference_forward = functional.ReferenceBackend.forward
+    monkeypatch.setattr(functional.ReferenceBackend, "forward", lambda *a: used.append(1) or reference_forward(*a))
     monkeypatch.setenv(functional.ENV_VAR, "reference")
     _scripted_call(x, weight)
     assert used == [1]
