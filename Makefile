@@ -96,7 +96,7 @@ setup: $(SETUP_STAMP) ## create .venv and install torch, mmcv (built once, cache
 test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## the test suite without the slow end-to-end tests, on every core (TEST_WORKERS=auto): the inner loop
+test-fast: setup ## the inner loop: the tests not marked slow, on every core (TEST_WORKERS=auto)
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 $(SUITE_TARGETS): setup ## the suite targets, listed by `make help` from the manifest
