@@ -187,16 +187,14 @@ def compile_emulation(folder: Path, code: str) -> ctypes.CDLL:
     digest = hashlib.sha256("\0".join((compiler, version, *EMULATION_FLAGS, code)).encode()).hexdigest()[:20]
     library = folder / f"emulation_{digest}.so"
     if not library.exists():
-        partial = folder / f"emulation_{digest}.{os.getpid()}"  # another run may build the same library
-        partial.with_suffix(".cpp").write_text(code)
-        result = subprocess.run(
-            [compiler, *EMULATION_FLAGS, "-o", str(partial.with_suffix(".so")), str(partial.with_suffix(".cpp"))],
-            capture_output=True,
-            text=True,
-        )
+        # another process (a pytest-xdist worker, another run) may build the same library at the same time
+        source, built = folder / f"emulation_{digest}-{os.getpid()}.cpp", folder / f"emulation_{digest}-{os.getpid()}.so"
+        source.write_text(code)
+        result = subprocess.run([compiler, *EMULATION_FLAGS, "-o", str(built), str(source)], capture_output=True,
+                                text=True)
         assert result.returncode == 0, result.stderr[-4000:]
-        partial.with_suffix(".cpp").unlink()
-        os.replace(partial.with_suffix(".so"), library)
+        source.unlink()
+        os.replace(built, library)
     return ctypes.CDLL(str(library))
 
 
