@@ -39,17 +39,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def convert(args: argparse.Namespace) -> dict:
-    what = f"'{args.src}'"
-    if args.source == "paddleclas":
-        return conversion.convert_paddleclas(load_pdparams(args.src), keep_head=args.keep_head, what=what)
-    checkpoint = load_torch_file(args.src)
+def convert(source: str, src: str, keep_head: bool = False, config: str | None = None) -> dict:
+    """The converted checkpoint of the `source` layout file `src` (not yet written); `config`
+    (mmdet/mmseg) checks every tensor against that config's model."""
+    what = f"'{src}'"
+    if source == "paddleclas":
+        return conversion.convert_paddleclas(load_pdparams(src), keep_head=keep_head, what=what)
+    checkpoint = load_torch_file(src)
     if not isinstance(checkpoint, dict):
         raise conversion.CheckpointMismatchError(f"{what} holds a {type(checkpoint).__name__}, not a checkpoint dict")
-    if args.source == "imagenet":
-        return conversion.convert_imagenet(checkpoint, keep_head=args.keep_head, what=what)
-    reference = conversion.model_shapes_from_config(args.config, args.source) if args.config else None
-    return conversion.convert_legacy_openmmlab(checkpoint, args.source, reference=reference, what=what)
+    if source == "imagenet":
+        return conversion.convert_imagenet(checkpoint, keep_head=keep_head, what=what)
+    reference = conversion.model_shapes_from_config(config, source) if config else None
+    return conversion.convert_legacy_openmmlab(checkpoint, source, reference=reference, what=what)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: '{args.out}' already exists; choose another output path or pass --force", file=sys.stderr)
         return 1
     try:
-        converted = convert(args)
+        converted = convert(args.source, args.src, args.keep_head, args.config)
         conversion.save_checkpoint(converted, args.out, force=args.force, inputs=(args.src,))
     except (ValueError, OSError) as error:  # mismatch, unsafe or unreadable file, missing file, no permission...
         print(f"error: {error}", file=sys.stderr)

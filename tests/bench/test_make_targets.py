@@ -20,8 +20,8 @@ SETUP = "scripts/setup_env.sh"
 
 def _make(*args: str) -> str:
     # as a user's own make: without the variables of a make this test may run under (`make test
-    # PYTEST_ARGS=...` puts PYTEST_ARGS into its recipes' environment too)
-    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ARGS")
+    # PYTEST_ARGS=...` puts PYTEST_ARGS into its recipes' environment too, as TEST_WORKERS)
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ARGS", "TEST_WORKERS")
     env = {name: value for name, value in os.environ.items() if name not in inherited}
     result = subprocess.run(["make", "--no-print-directory", "-C", str(REPO_ROOT), *args],
                             env=env, capture_output=True, text=True, timeout=60)

@@ -113,7 +113,7 @@ def test_pdparams_with_code_is_refused(tmp_path):
     with open(src, "wb") as f:
         pickle.dump({"stem.0.conv.weight": Payload()}, f)
     with pytest.raises(UnsafeFileError, match="evil.pdparams"):
-        convert_checkpoint.convert(convert_checkpoint.parse_args(["paddleclas", str(src), str(tmp_path / "o.pth")]))
+        convert_checkpoint.convert("paddleclas", str(src))
     assert run("paddleclas", str(src), str(tmp_path / "o.pth")) == 1
     assert not (tmp_path / "o.pth").exists()
 
