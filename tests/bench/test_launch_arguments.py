@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from support import require
+from support import REPO_ROOT as ROOT, require
 
-ROOT = Path(__file__).resolve().parents[2]
 from involution_ops.bench import launch_checks, run_space, runconfig  # noqa: E402
 from involution_ops.bench.launch import cli, planning, runner  # noqa: E402
 from involution_ops.bench.launch.options import Job  # noqa: E402
@@ -137,8 +136,7 @@ def test_launch_options_are_typed_frozen_and_name_one_launcher_kind():
     """parse_args gives the one typed, frozen options object a launch reads (CFG_OPTIONS merged in);
     the launcher kind a run's config records is the one whose command starts its processes."""
     require.module("mmdet")
-    from involution_ops.bench.manifest import load_manifest
-    from involution_ops.bench.launch import commands, planning
+    from involution_ops.bench.launch import commands
     from involution_ops.bench.launch.options import LaunchOptions
 
     args = _args("--cfg-options", "a.b=1", "--cfg-options-line", "c.d='x y'")

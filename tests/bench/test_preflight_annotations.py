@@ -14,7 +14,7 @@ from support.data import edit_coco_annotations
 from support import require, runs
 
 require.module("mmdet")
-from involution_ops.bench import data_checks, file_facts, preflight  # noqa: E402
+from involution_ops.bench import data_checks, preflight  # noqa: E402
 from involution_ops.bench.launch import cli, planning  # noqa: E402
 from support.runs import run_config  # noqa: E402
 
@@ -116,7 +116,7 @@ def test_boxes_outside_their_image(capsys, fresh_coco, no_launch):
 
     path = edit_coco_annotations(fresh_coco, "train", move)
     code, err, _ = _preflight(capsys, fresh_coco)
-    assert code == 2 and f"6 of" in err and f"annotations in {path} are boxes that mmdet drops" in err
+    assert code == 2 and "6 of" in err and f"annotations in {path} are boxes that mmdet drops" in err
     assert "6 lie outside their image (ids 1, 2, 3, 4, 5 ... (1 more)" in err
 
 
@@ -162,7 +162,7 @@ def test_malformed_rle_and_polygons(capsys, fresh_coco, no_launch):
 
     path = edit_coco_annotations(fresh_coco, "val", corrupt)
     code, err, _ = _mask_preflight(capsys, fresh_coco)
-    assert code == 2 and f"2 of the" in err and f"annotations in {path} that a mask model loads have a malformed" in err
+    assert code == 2 and "2 of the" in err and f"annotations in {path} that a mask model loads have a malformed" in err
     assert "an RLE whose size [192, 255] is not its image's [height, width] [192, 256]" in err
 
 

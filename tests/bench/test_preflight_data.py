@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from support.data import edit_coco_annotations
 from support import REPO_ROOT as ROOT, require, runs
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import require
+from support import REPO_ROOT as ROOT, require
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmseg")
 from involution_ops.bench import file_facts, preflight, toy_data  # noqa: E402
 from involution_ops.bench.launch import cli, planning  # noqa: E402

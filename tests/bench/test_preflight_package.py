@@ -2,14 +2,12 @@
 check, the orchestration the launcher calls; and the config-tree helpers of bench.mmconfig."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 require.module("mmdet")
 from involution_ops.bench import config_checks, file_facts, mmconfig, preflight, run_process, runconfig  # noqa: E402
 from involution_ops.bench.launch import cli, planning  # noqa: E402

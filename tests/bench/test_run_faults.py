@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from support import require, runs
+from support import REPO_ROOT as ROOT, require, runs
 
 require.module("mmengine")
 
@@ -34,7 +34,6 @@ from involution_ops.bench import checkpoint_files, records, training_guards  # n
 from involution_ops.bench import run_process  # noqa: E402
 from involution_ops.bench.runconfig import RUN_KEY  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def strict_loads(text: str):
@@ -357,7 +356,7 @@ def test_a_test_set_without_annotations_fails_the_evaluation(four_iterations, tm
     cfg.dump(str(tmp_path / "eval" / "config.py"))
     output = _e2e([sys.executable, str(ROOT / "scripts" / "test.py"), str(tmp_path / "eval" / "config.py")],
                   expected_rc=1)
-    assert f"error: the test evaluated nothing: the evaluator gave" in output and str(empty) in output
+    assert "error: the test evaluated nothing: the evaluator gave" in output and str(empty) in output
     assert not (tmp_path / "runs").exists()
     (failed,) = (tmp_path / "eval").glob("failed_record.json")
     assert strict_loads(failed.read_text())["failure"]["stage"] == "test"
