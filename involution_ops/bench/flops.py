@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import RedNet
 from ..complexity import Complexity, measure
+from .cells import NO_VALUE
 from .output import REPO_ROOT, markdown_table, write_atomic
 from .mmconfig import build_model, load_config
 from .manifest import PAPER_YAML, Manifest, Model, load_manifest
@@ -255,7 +256,7 @@ def diagnostic_notes(rows: list[dict], manifest: Manifest, progress: Callable[[s
 
 def _delta(ours: float, figure: float | None, digits: int) -> str:
     if figure is None:
-        return "–"
+        return NO_VALUE
     diff = round(ours - figure, digits)
     if diff == 0:
         return f"{0:.{digits}f} (0.0%)"
@@ -290,12 +291,12 @@ def complexity_table(rows: list[dict], paper: dict[str, dict], notes: dict[str, 
             row["name"] + (f" [{footnote[notes[row['name']]]}]" if row["name"] in notes else ""),
             row["suite"],
             "x".join(str(v) for v in row["input_shape"]),
-            "–" if p_params is None else f"{p_params}",
+            NO_VALUE if p_params is None else f"{p_params}",
             f"{row['params_trainable_m']:.2f}",
             _delta(row["params_trainable_m"], p_params, 2),
             f"{row['params_total_m']:.2f}",
             _delta(row["params_total_m"], p_params, 2),
-            "–" if p_flops is None else f"{p_flops}",
+            NO_VALUE if p_flops is None else f"{p_flops}",
             _gflops_text(row["gflops_paper"]),
             _delta(row["gflops_paper"], p_flops, 3 if row["gflops_paper"] < 10 else 1),
             _gflops_text(row["gflops_full"]),
