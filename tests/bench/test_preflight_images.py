@@ -23,6 +23,17 @@ def _preflight(capsys, data):
     return code, captured.err, captured.out
 
 
+def _tag_orientation(path, orientation: int) -> None:
+    """Rewrite the JPEG at `path` with the same pixels and this EXIF orientation tag."""
+    from PIL import Image
+
+    with Image.open(path) as original:
+        pixels = original.copy()
+    exif = Image.Exif()
+    exif[file_facts.EXIF_ORIENTATION] = orientation
+    pixels.save(path, quality=92, exif=exif)
+
+
 def test_an_image_of_another_size_than_declared(capsys, fresh_coco, no_launch):
     from PIL import Image
 
@@ -38,14 +49,9 @@ def test_a_photo_turned_by_its_exif_orientation(capsys, fresh_coco, no_launch):
     """mmcv's LoadImageFromFile ('color') applies the EXIF orientation: a tag of 6 turns the 256x192
     stored pixels into a 192x256 image, while the boxes stay in the stored frame."""
     import mmcv
-    from PIL import Image
 
     image = fresh_coco / "train2017" / "train_000030.jpg"
-    with Image.open(image) as original:
-        pixels = original.copy()
-    exif = Image.Exif()
-    exif[file_facts.EXIF_ORIENTATION] = 6
-    pixels.save(image, quality=92, exif=exif)
+    _tag_orientation(image, 6)
     assert mmcv.imfrombytes(image.read_bytes(), flag="color").shape[:2] == (256, 192)  # what training sees
     code, err, _ = _preflight(capsys, fresh_coco)
     assert code == 2 and "train_000030.jpg is 192x256 (its EXIF orientation 6 turns the stored 256x192)" in err
@@ -54,14 +60,8 @@ def test_a_photo_turned_by_its_exif_orientation(capsys, fresh_coco, no_launch):
 
 def test_an_upright_turned_photo_declared_as_loaded_is_fine(fresh_coco):
     """A photo whose tag swaps width and height passes when the file declares the size as loaded."""
-    from PIL import Image
-
     path = fresh_coco / "val2017" / "val_000000.jpg"
-    with Image.open(path) as original:
-        pixels = original.copy()
-    exif = Image.Exif()
-    exif[file_facts.EXIF_ORIENTATION] = 8
-    pixels.save(path, quality=92, exif=exif)
+    _tag_orientation(path, 8)
     facts = file_facts.image_facts(path)
     assert facts["size"] == [256, 192] and facts["orientation"] == 8
     assert file_facts.loaded_size(facts) == (192, 256)

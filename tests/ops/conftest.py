@@ -24,3 +24,14 @@ def emulation_folder(request, tmp_path_factory):
     their code, so a changed kernel is compiled again."""
     cache = getattr(request.config, "cache", None)
     return cache.mkdir("cuda_emulation") if cache is not None else tmp_path_factory.mktemp("cuda_emulation")
+
+
+@pytest.fixture(scope="session")
+def nvrtc_library():
+    """The NVRTC shared library the kernels compile with on this machine (no GPU needed)."""
+    from involution_ops.ops import nvrtc
+
+    found = nvrtc.find_library()
+    if found is None:
+        require.missing("nvrtc", "no NVRTC library found: pip install nvidia-cuda-nvrtc-cu12 (the `test` extra)")
+    return found

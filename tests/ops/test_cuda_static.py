@@ -8,18 +8,10 @@ import pytest
 import torch
 
 from support import require
-from involution_ops.ops import cuda, cuda_static, nvrtc, sass
+from involution_ops.ops import cuda, cuda_static, sass
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SHARED_LIMIT = 48 * 1024
-
-
-@pytest.fixture(scope="module")
-def library():
-    found = nvrtc.find_library()
-    if found is None:
-        require.missing("nvrtc", "no NVRTC library found: pip install nvidia-cuda-nvrtc-cu12 (the `test` extra)")
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +32,9 @@ COMPILES = [
 
 
 @pytest.mark.parametrize("dtype, arch", COMPILES)
-def test_every_instantiation_compiles_to_cubin_without_spills(library, dtype, arch):
+def test_every_instantiation_compiles_to_cubin_without_spills(nvrtc_library, dtype, arch):
     expressions = tuple(cuda.name_expressions(dtype))
-    compiled = cuda_static.compile_module(cuda.kernel_source(), expressions, arch, library)
+    compiled = cuda_static.compile_module(cuda.kernel_source(), expressions, arch, nvrtc_library)
     assert compiled.image[:4] == b"\x7fELF"
     resources = sass.parse_resources(compiled.log)
     for expression in expressions:
@@ -62,9 +54,9 @@ def test_resource_report_parser_reads_spills():
 
 
 @pytest.fixture(scope="module")
-def figures(library, nvdisasm):
-    ours = cuda_static.backend_figures(torch.float32, cuda_static.REPORT_ARCH, nvdisasm, library)
-    return ours, cuda_static.baseline_figures(cuda_static.REPORT_ARCH, nvdisasm, library)
+def figures(nvrtc_library, nvdisasm):
+    ours = cuda_static.backend_figures(torch.float32, cuda_static.REPORT_ARCH, nvdisasm, nvrtc_library)
+    return ours, cuda_static.baseline_figures(cuda_static.REPORT_ARCH, nvdisasm, nvrtc_library)
 
 
 @pytest.mark.parametrize("role, limit", [("forward", 2.0), ("backward_input", 2.5), ("backward_weight", 2.0)])
@@ -94,8 +86,8 @@ def test_no_fast_kernel_calls_a_64bit_division(figures):
 
 
 @pytest.mark.slow  # compiles every dtype for every architecture
-def test_report_names_every_kernel(library, nvdisasm):
-    text = cuda_static.report(library, nvdisasm)
+def test_report_names_every_kernel(nvrtc_library, nvdisasm):
+    text = cuda_static.report(nvrtc_library, nvdisasm)
     for role in cuda.ROLES:
         assert f"fast {role} K7 s1 int32" in text and f"baseline {role} stage4" in text
     assert "## Method" in text

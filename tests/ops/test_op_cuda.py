@@ -56,14 +56,6 @@ def _pairs(s, p, d):
 
 # --------------------------------------------------------------------------- NVRTC to PTX
 
-@pytest.fixture(scope="module")
-def nvrtc_library():
-    library = nvrtc.find_library()
-    if library is None:
-        require.missing("nvrtc", "no NVRTC library found: pip install nvidia-cuda-nvrtc-cu12 (the `test` extra)")
-    return library
-
-
 @pytest.mark.parametrize("arch", [pytest.param("compute_80", marks=pytest.mark.slow), "compute_90"])  # ~8 s each
 def test_cuda_source_compiles_to_ptx(nvrtc_library, arch):
     """PTX with every kernel's entry (every dtype and architecture to CUBIN: test_cuda_static.py)."""
